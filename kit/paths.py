@@ -1,0 +1,40 @@
+"""Where things live: the repository, the user cache, figures and runs.
+
+Paths are resolved from the repository root, not the working directory, because nbval
+starts kernels inside `notebooks/` while papermill uses the caller's directory.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT / "data"
+NOTEBOOKS_DIR = ROOT / "notebooks"
+CACHE_ENV = "KIT_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The user cache holding built models (`$KIT_CACHE_DIR`, else `~/.cache/unlearning-kit`)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        path = Path(env).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        path = Path(base) / "unlearning-kit"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def figures_dir(run_tag: str = "default") -> Path:
+    """`figures/<run_tag>/`, created on demand (the default tag's folder is git-ignored)."""
+    path = ROOT / "figures" / run_tag
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir(run_tag: str = "default") -> Path:
+    """`runs/<run_tag>/` for run directories (checkpoints, manifests, metrics)."""
+    path = ROOT / "runs" / run_tag
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,37 @@
+"""Fixtures: the kit's tokenizer and small random Llama models (fast, no training)."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never wait on the hub (set before imports)
+
+import copy  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import LlamaForCausalLM  # noqa: E402
+
+from kit.models import TinyRecipe, tiny_config, train_tiny_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def _tokenizer():
+    return train_tiny_tokenizer(TinyRecipe())
+
+
+@pytest.fixture
+def tiny_tokenizer(_tokenizer):
+    return copy.deepcopy(_tokenizer)
+
+
+@pytest.fixture
+def random_model(_tokenizer):
+    """A randomly initialised 2-layer Llama on the kit's tokenizer (about 0.2M parameters)."""
+    torch.manual_seed(0)
+    recipe = TinyRecipe(hidden_size=32, layers=2, heads=2, intermediate_size=64)
+    return LlamaForCausalLM(tiny_config(recipe, _tokenizer)).eval()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty kit cache for this test."""
+    monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"

@@ -1,0 +1,37 @@
+"""The setup contract: environment.yml mirrors pyproject, notebooks follow the conventions."""
+import json
+import re
+import tomllib
+
+import yaml
+
+from kit.paths import NOTEBOOKS_DIR, ROOT
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(pip) - {"-e ."} == wanted
+    assert "-e ." in pip
+
+
+def _notebooks():
+    return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_notebooks_follow_the_conventions():
+    readme = (ROOT / "README.md").read_text()
+    assert _notebooks(), "no notebooks found"
+    for path in _notebooks():
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert nb["cells"][0]["cell_type"] == "markdown", f"{path.name}: first cell must say what it asks"
+        assert "parameters" in code[0]["metadata"].get("tags", []), f"{path.name}: first code cell must be tagged"
+        for line in "".join(code[0]["source"]).splitlines():   # literal, annotated, commented
+            assert re.match(r"^[A-Z_0-9]+: \w+ = .+  # .+$", line), f"{path.name}: parameter line {line!r}"
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
+            f"{path.name}: commit notebooks without outputs"
+        assert "assert " in "".join(code[-1]["source"]), f"{path.name}: last cell must assert its claims"
+        assert path.name in readme, f"{path.name} missing from the README's notebook index"
