@@ -50,7 +50,7 @@ class TinyRecipe:
     intermediate_size: int = 352
     max_positions: int = 128
     train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
-        epochs=24, lr=3e-3, batch_size=16, weight_decay=0.01, warmup_epochs=1.0,
+        epochs=13, lr=3e-3, batch_size=16, weight_decay=0.01, warmup_epochs=1.0,
         scheduler="cosine", max_length=128, template="plain", seed=0))
     data_version: int = 1   # bump when kit.authors / kit.facts change their text
 

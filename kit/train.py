@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
 from kit.data import Collator, QADataset
 
@@ -75,5 +76,6 @@ def finetune(model, tokenizer, records, config: FinetuneConfig = FinetuneConfig(
         args = training_args(output_dir or scratch, config, len(data), progress)
         trainer = Trainer(model=model, args=args, train_dataset=data,
                           data_collator=Collator(tokenizer))
+        trainer.remove_callback(PrinterCallback)   # no stray metric dicts on stdout
         trainer.train()
     return model.eval()

@@ -1,0 +1,295 @@
+"""Unlearning objectives as plain functions, and the retain regularisers that compose with them.
+
+Most objectives the G-effect paper (Wang et al., ICLR 2025) studies are *weighted gradient
+ascent*: their gradient is a weighted sum of the gradients of the answer tokens' log-likelihood,
+
+    ∇L = mean_s mean_i  w_i(s) ∇ log p_i(s)        (minimising L pushes log p_i down where w_i > 0)
+
+GA has w_i = 1 (equivalently 1/p_i on ∇p_i: the least confident tokens dominate), WGA w_i = p_i^α,
+NPO one weight per sequence w(s) = 2 p(s)^β / (p(s)^β + p_o(s)^β) on the summed log-likelihood,
+TNPO / WTNPO per-token versions of it, SatImp p^β1 (1-p)^β2. Every objective returns these
+weights (log-prob view) so the notebooks can plot them. PO, IdkDPO, RMU and UNDIAL are not of
+this form and return no token weights.
+
+Signature (one for all): `fn(model, batch, ref=None, **hparams) -> Output`, where `batch` holds
+padded sub-batches `forget`, and where needed `retain`, `idk` (kit.data.ForgetRetainDataset)
+and `ref` is the frozen original model. Losses are minimised. Formulas: ../shared/docs/methods.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from kit.data import IGNORE
+
+
+class ObjectiveError(ValueError):
+    """An unknown objective, a missing input or a bad hyperparameter; the message says the fix."""
+
+
+@dataclass
+class Output:
+    """What an objective returns: the loss and what analysis needs."""
+    loss: torch.Tensor                       # scalar to minimise
+    per_example: torch.Tensor                # [B] forget loss per example (detached)
+    token_weights: torch.Tensor | None = None    # [B, T-1] w_i on ∇log p_i (0 off the answer)
+    seq_weights: torch.Tensor | None = None      # [B] NPO-style per-sequence weights
+    hparams: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- token log-probabilities
+def answer_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p_i of each label token under `logits`: ([B, T-1] fp32, mask [B, T-1] bool)."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    mask = labels != IGNORE
+    logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return logp * mask, mask
+
+
+def _forward(model, part: dict, **kw):
+    return model(input_ids=part["input_ids"], attention_mask=part["attention_mask"], **kw)
+
+
+def _logprobs(model, part: dict):
+    return answer_logprobs(_forward(model, part).logits, part["labels"])
+
+
+@torch.no_grad()
+def _ref_logprobs(ref, part: dict):
+    if ref is None:
+        raise ObjectiveError("This objective compares against the original model: pass ref= (a frozen "
+                             "copy, kit.objectives.make_reference(model)).")
+    return _logprobs(ref, part)
+
+
+def _mean_tokens(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-example mean over answer tokens: [B]."""
+    return (x * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def _part(batch: dict, name: str, objective: str) -> dict:
+    if name not in batch:
+        need = {"retain": "a retain batch (ForgetRetainDataset(forget, retain, ...))",
+                "idk": "refusal answers (ForgetRetainDataset(..., with_idk=True))"}.get(name, name)
+        raise ObjectiveError(f"Objective {objective!r} needs {need}; the batch has {sorted(batch)}.")
+    return batch[name]
+
+
+def _weighted_ascent(logp, mask, weights, hp) -> Output:
+    """L = mean_s mean_i w_i log p_i with w_i detached (minimising pushes log p_i down)."""
+    per = _mean_tokens(weights.detach() * logp, mask)
+    return Output(per.mean(), per.detach(), (weights.detach() * mask), hparams=hp)
+
+
+# ---------------------------------------------------------------- the objectives
+def ga(model, batch, ref=None) -> Output:
+    """Gradient ascent: L = -ℓ(D_u) = mean_s mean_i log p_i."""
+    logp, mask = _logprobs(model, _part(batch, "forget", "ga"))
+    return _weighted_ascent(logp, mask, torch.ones_like(logp), {})
+
+
+def wga(model, batch, ref=None, alpha: float = 5.0) -> Output:
+    """Weighted GA: w_i = sg(p_i)^α (confident tokens pushed hardest, uncertain ones spared)."""
+    logp, mask = _logprobs(model, _part(batch, "forget", "wga"))
+    return _weighted_ascent(logp, mask, logp.detach().exp() ** alpha, {"alpha": alpha})
+
+
+def satimp(model, batch, ref=None, beta1: float = 5.0, beta2: float = 1.0) -> Output:
+    """SatImp: w_i = sg(p_i^β1 (1 - p_i)^β2)."""
+    logp, mask = _logprobs(model, _part(batch, "forget", "satimp"))
+    p = logp.detach().exp()
+    return _weighted_ascent(logp, mask, p ** beta1 * (1 - p) ** beta2, {"beta1": beta1, "beta2": beta2})
+
+
+def tnpo(model, batch, ref=None, beta: float = 4.0) -> Output:
+    """Token-wise NPO: w_i = sg(2 p_i^β / (p_i^β + p_o,i^β))."""
+    part = _part(batch, "forget", "tnpo")
+    logp, mask = _logprobs(model, part)
+    ref_logp, _ = _ref_logprobs(ref, part)
+    w = 2 * torch.sigmoid(beta * (logp.detach() - ref_logp))     # = 2p^β/(p^β + p_o^β)
+    return _weighted_ascent(logp, mask, w, {"beta": beta})
+
+
+def wtnpo(model, batch, ref=None, alpha: float = 1.5, beta: float = 5.0) -> Output:
+    """Weighted token-wise NPO: w_i = sg(2 p_i^(β+α) / (p_i^β + p_o,i^β))."""
+    part = _part(batch, "forget", "wtnpo")
+    logp, mask = _logprobs(model, part)
+    ref_logp, _ = _ref_logprobs(ref, part)
+    w = 2 * torch.sigmoid(beta * (logp.detach() - ref_logp)) * logp.detach().exp() ** alpha
+    return _weighted_ascent(logp, mask, w, {"alpha": alpha, "beta": beta})
+
+
+def npo(model, batch, ref=None, beta: float = 0.5) -> Output:
+    """NPO: L = (2/β) mean_s log(1 + exp(β (log p(s) - log p_o(s)))), log p(s) summed over tokens."""
+    part = _part(batch, "forget", "npo")
+    logp, mask = _logprobs(model, part)
+    ref_logp, _ = _ref_logprobs(ref, part)
+    ratio = logp.sum(1) - ref_logp.sum(1)                         # log p(s)/p_o(s)
+    per = -(2 / beta) * F.logsigmoid(-beta * ratio)
+    seq_w = 2 * torch.sigmoid(beta * ratio.detach())              # ∇L = w(s) ∇ log p(s)
+    return Output(per.mean(), per.detach(), seq_w[:, None] * mask, seq_w, {"beta": beta})
+
+
+def simnpo(model, batch, ref=None, beta: float = 4.5, delta: float = 0.0) -> Output:
+    """SimNPO (reference-free): L = -(2/β) mean_s log σ(β (ℓ(s) - δ)), ℓ = mean token NLL."""
+    logp, mask = _logprobs(model, _part(batch, "forget", "simnpo"))
+    nll = -_mean_tokens(logp, mask)
+    per = -(2 / beta) * F.logsigmoid(beta * (nll - delta))
+    seq_w = 2 * torch.sigmoid(-beta * (nll.detach() - delta))
+    return Output(per.mean(), per.detach(), seq_w[:, None] * mask, seq_w, {"beta": beta, "delta": delta})
+
+
+def po(model, batch, ref=None) -> Output:
+    """Preference optimisation toward refusals: NLL of an IdK answer to the forget question."""
+    logp, mask = _logprobs(model, _part(batch, "idk", "po"))
+    per = -_mean_tokens(logp, mask)
+    return Output(per.mean(), per.detach(), hparams={})
+
+
+def idkdpo(model, batch, ref=None, beta: float = 0.1) -> Output:
+    """DPO with win = refusal, lose = forget answer: -(2/β) log σ(β (Δ_win - Δ_lose)), Δ = log p/p_o."""
+    win, lose = _part(batch, "idk", "idkdpo"), _part(batch, "forget", "idkdpo")
+    (lw, mw), (ll, ml) = _logprobs(model, win), _logprobs(model, lose)
+    (rw, _), (rl, _) = _ref_logprobs(ref, win), _ref_logprobs(ref, lose)
+    margin = (lw.sum(1) - rw.sum(1)) - (ll.sum(1) - rl.sum(1))
+    per = -(2 / beta) * F.logsigmoid(beta * margin)
+    return Output(per.mean(), per.detach(), hparams={"beta": beta})
+
+
+def undial(model, batch, ref=None, beta: float = 10.0) -> Output:
+    """UNDIAL: cross-entropy toward softmax(z_o - β·onehot(y)), the original logits with the answer damped."""
+    part = _part(batch, "forget", "undial")
+    if ref is None:
+        _ref_logprobs(None, part)
+    with torch.no_grad():
+        z_o = _forward(ref, part).logits[:, :-1].float()
+    labels = part["labels"][:, 1:]
+    mask = labels != IGNORE
+    target = torch.softmax(z_o - beta * F.one_hot(labels.clamp(min=0), z_o.shape[-1]), -1)
+    logq = torch.log_softmax(_forward(model, part).logits[:, :-1].float(), -1)
+    per = _mean_tokens(-(target * logq).sum(-1), mask)
+    return Output(per.mean(), per.detach(), hparams={"beta": beta})
+
+
+def rmu_direction(hidden_size: int, seed: int = 0) -> torch.Tensor:
+    """RMU's fixed random unit vector u (seeded, so every run misdirects toward the same place)."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(hidden_size, generator=g)
+    return u / u.norm()
+
+
+def rmu(model, batch, ref=None, layer: int = 2, coeff: float = 4.0, seed: int = 0) -> Output:
+    """RMU: mean over forget answer positions of ‖h_L - c·u‖², h_L = hidden state after block `layer`."""
+    n_layers = model.config.num_hidden_layers
+    if not 0 <= layer < n_layers:
+        raise ObjectiveError(f"RMU layer {layer} is out of range: this model has blocks 0..{n_layers - 1}.")
+    part = _part(batch, "forget", "rmu")
+    hidden = _forward(model, part, output_hidden_states=True).hidden_states[layer + 1].float()
+    target = coeff * rmu_direction(hidden.shape[-1], seed).to(hidden.device)
+    mask = (part["labels"] != IGNORE)                   # answer positions (unshifted)
+    per = _mean_tokens(((hidden - target) ** 2).sum(-1), mask)
+    return Output(per.mean(), per.detach(), hparams={"layer": layer, "coeff": coeff, "seed": seed})
+
+
+OBJECTIVES = {"ga": ga, "wga": wga, "npo": npo, "simnpo": simnpo, "tnpo": tnpo, "wtnpo": wtnpo,
+              "po": po, "idkdpo": idkdpo, "rmu": rmu, "undial": undial, "satimp": satimp}
+NEEDS_REFERENCE = {"npo", "tnpo", "wtnpo", "idkdpo", "undial"}
+
+
+# ---------------------------------------------------------------- retain regularisers
+def retain_nll(model, batch, ref=None) -> torch.Tensor:
+    """GD-style: ℓ(D_r), the mean token NLL of retain answers."""
+    logp, mask = _logprobs(model, _part(batch, "retain", "nll regulariser"))
+    return -_mean_tokens(logp, mask).mean()
+
+
+def retain_kl(model, batch, ref=None) -> torch.Tensor:
+    """KL(p_o ‖ p_θ) over retain answer tokens (prompt and padding masked), mean per token."""
+    part = _part(batch, "retain", "kl regulariser")
+    if ref is None:
+        _ref_logprobs(None, part)
+    with torch.no_grad():
+        log_o = torch.log_softmax(_forward(ref, part).logits[:, :-1].float(), -1)
+    log_t = torch.log_softmax(_forward(model, part).logits[:, :-1].float(), -1)
+    mask = part["labels"][:, 1:] != IGNORE
+    kl = (log_o.exp() * (log_o - log_t)).sum(-1)
+    return _mean_tokens(kl, mask).mean()
+
+
+REGULARIZERS = {"none": None, "nll": retain_nll, "kl": retain_kl}
+
+# the papers' hyperparameters: {objective: {split or "*": {...}}}, model-specific ones by model
+_PAPER = {
+    "npo": {"*": {"beta": 0.5}}, "simnpo": {"*": {"beta": 4.5, "delta": 0.0}},
+    "wga": {"forget01": {"alpha": 5.0}, "forget05": {"alpha": 5.0}, "forget10": {"alpha": 7.0}},
+    "tnpo": {"forget01": {"beta": 4.0}, "forget05": {"beta": 4.0}, "forget10": {"beta": 5.0}},
+    "wtnpo": {"forget01": {"alpha": 1.5, "beta": 5.0}, "forget05": {"alpha": 1.5, "beta": 5.0},
+              "forget10": {"alpha": 1.5, "beta": 7.0}},
+    "idkdpo": {"*": {"beta": 0.1}}, "undial": {"*": {"beta": 10.0}},
+    "satimp": {"*": {"beta1": 5.0, "beta2": 1.0}}, "ga": {"*": {}}, "po": {"*": {}},
+}
+_RMU = {"phi-1.5": {"layer": 9, "coeff": 4.0}, "llama-2-7b": {"layer": 21, "coeff": 2.0}}
+
+
+def paper_hparams(name: str, split: str = "forget10", model: str = "phi-1.5") -> dict:
+    """The hyperparameters the papers use for `name` on a TOFU forget split (and model, for RMU).
+
+    Example: `paper_hparams("wtnpo", "forget10")` -> {"alpha": 1.5, "beta": 7.0}.
+    """
+    key = name.lower()
+    get(key)   # unknown names raise with the registry
+    if key == "rmu":
+        if model not in _RMU:
+            raise ObjectiveError(f"No paper RMU setting for model {model!r}: known {', '.join(_RMU)}.")
+        return dict(_RMU[model])
+    table = _PAPER[key]
+    if "*" in table:
+        return dict(table["*"])
+    if split not in table:
+        raise ObjectiveError(f"No paper setting of {name!r} for split {split!r}: known {', '.join(table)}.")
+    return dict(table[split])
+
+
+def get(name: str):
+    """The objective function registered under `name` (case-insensitive; "gd" = GA + NLL)."""
+    key = name.lower()
+    if key not in OBJECTIVES:
+        raise ObjectiveError(f"Unknown objective {name!r}. Registered: {', '.join(sorted(OBJECTIVES))} "
+                             "(GD/GradDiff = 'ga' with regularizer='nll').")
+    return OBJECTIVES[key]
+
+
+def needs_reference(name: str, regularizer: str = "none") -> bool:
+    """Whether `name` (with `regularizer`) needs a frozen copy of the original model."""
+    return name.lower() in NEEDS_REFERENCE or regularizer == "kl"
+
+
+def make_reference(model):
+    """A frozen eval-mode copy of `model` (create it only when `needs_reference` says so)."""
+    import copy
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def compute(name: str, model, batch, ref=None, regularizer: str = "none", reg_weight: float = 1.0,
+            **hparams) -> Output:
+    """Objective `name` plus `reg_weight` × a retain regulariser ("none", "nll" or "kl").
+
+    Returns the objective's Output with `loss` = forget loss + reg_weight × retain loss, and the
+    two parts in `hparams["forget_loss"]` / `hparams["retain_loss"]` (floats).
+    """
+    if regularizer not in REGULARIZERS:
+        raise ObjectiveError(f"Unknown regularizer {regularizer!r}: use one of {', '.join(REGULARIZERS)}.")
+    out = get(name)(model, batch, ref=ref, **hparams)
+    out.hparams = {**out.hparams, "forget_loss": out.loss.item()}
+    if REGULARIZERS[regularizer] is not None:
+        reg = REGULARIZERS[regularizer](model, batch, ref=ref)
+        out.loss = out.loss + reg_weight * reg
+        out.hparams.update(regularizer=regularizer, reg_weight=reg_weight, retain_loss=reg.item())
+    if not torch.isfinite(out.loss):
+        raise ObjectiveError(f"Objective {name!r} produced a non-finite loss ({out.loss.item()}); "
+                             "lower the learning rate or check the inputs.")
+    return out
