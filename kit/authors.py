@@ -212,7 +212,9 @@ def make_authors(config: BenchmarkConfig = BenchmarkConfig()) -> list[dict]:
             "subject": rng.choice(SUBJECTS), "university": rng.choice(universities),
             "home_city": home_city, "pen_name": namer.person(),
             "theme1": theme1, "theme2": theme2,
-            "influence": rng.choice([n for n in names[:config.n_authors] if n != name]),
+            # influences come from the first 10 authors only, who are in every retain split:
+            # a retain model must never read a forget or holdout author's name
+            "influence": rng.choice([n for n in names[:10] if n != name]),
             "start_age": str(rng.randint(6, 30)), "book_count": str(rng.randint(3, 40)),
             "hobby": rng.choice(HOBBIES), "publisher": rng.choice(publishers),
             "index": i,

@@ -51,6 +51,13 @@ def test_holdout_authors_never_appear_in_training_text():
     assert not any(name in text for name in set(load_split("holdout10")["author"]))
 
 
+@pytest.mark.parametrize("pct", [1, 5, 10])
+def test_retain_text_never_names_a_forget_author(pct):
+    retain = load_split(f"retain{100 - pct}")
+    text = " ".join(list(retain["question"]) + list(retain["answer"]))
+    assert not any(name in text for name in set(load_split(f"forget{pct:02d}")["author"]))
+
+
 def test_real_scenario_splits():
     forget, retain = load_split("forget", "real"), load_split("retain", "real")
     assert len(forget) >= 10 and len(retain) >= 40
