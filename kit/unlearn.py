@@ -1,0 +1,185 @@
+"""The unlearning engine: any objective of kit.objectives, run by `transformers.Trainer`.
+
+A `Trainer` subclass takes its loss from kit.objectives, so `accelerate launch` gives DDP / FSDP /
+DeepSpeed unchanged. Defaults follow the G-effect paper: AdamW, effective batch 16, max grad
+norm 1, linear warm-up over the first epoch, 5 epochs, lr 2e-5 (Phi-1.5-like) or 1e-5
+(Llama-like); tiny, trained from scratch at a high rate, needs a larger one (DEFAULT_LR).
+
+A run directory holds `checkpoint-<step>/` folders (safetensors; step 0 is the original model)
+and `manifest.json` (objective, hyperparameters, seed, data, model id, the saved steps), written
+atomically, so the G-effect can be read back from checkpoints and an interrupted run keeps
+everything it finished. A non-finite loss stops the run with an error naming the step.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+
+from kit import objectives
+from kit.data import Collator, ForgetRetainDataset
+from kit.train import FinetuneConfig, training_args
+
+DEFAULT_LR = {"tiny": 1e-3, "smollm2-135m": 1e-5, "phi": 2e-5, "llama": 1e-5}
+
+
+class UnlearnError(RuntimeError):
+    """The run cannot go on (e.g. a non-finite loss); the message names the step and what was kept."""
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """What to unlearn with and how (defaults: the G-effect paper's recipe)."""
+    objective: str = "ga"
+    hparams: dict = field(default_factory=dict)   # objective hyperparameters (paper_hparams)
+    regularizer: str = "none"                       # "none", "nll" (GD-style) or "kl"
+    reg_weight: float = 1.0
+    epochs: float = 5.0
+    lr: float = 2e-5
+    batch_size: int = 16
+    grad_accum: int = 1
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    save_every: int = 0                             # checkpoint every k optimizer steps (0: start and end only)
+    max_length: int = 512
+    template: str = "auto"
+    seed: int = 0
+
+    def train_config(self) -> FinetuneConfig:
+        return FinetuneConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                              grad_accum=self.grad_accum, weight_decay=self.weight_decay,
+                              warmup_epochs=self.warmup_epochs, scheduler="linear",
+                              max_length=self.max_length, template=self.template, seed=self.seed)
+
+
+def _atomic_save(model, folder: Path) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+class _Recorder(TrainerCallback):
+    """Saves checkpoints every `save_every` steps (and at the end) and collects the loss history."""
+
+    def __init__(self, run_dir: Path | None, manifest: dict, save_every: int):
+        self.run_dir, self.manifest, self.save_every = run_dir, manifest, save_every
+        self.history: list[dict] = []
+        self.last: dict = {}
+
+    def save(self, model, step: int) -> None:
+        if self.run_dir is None or step in self.manifest["steps"]:
+            return
+        _atomic_save(model, self.run_dir / f"checkpoint-{step}")
+        self.manifest["steps"].append(step)
+        _write_json(self.run_dir / "manifest.json", self.manifest)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        self.history.append({"step": state.global_step, **self.last})
+        if self.save_every and state.global_step % self.save_every == 0:
+            self.save(model, state.global_step)
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        self.save(model, state.global_step)
+        self.manifest["finished"] = True
+        if self.run_dir is not None:
+            _write_json(self.run_dir / "manifest.json", self.manifest)
+
+
+class UnlearnTrainer(Trainer):
+    """Trainer whose loss is `kit.objectives.compute(...)` on paired forget/retain/idk batches."""
+
+    def __init__(self, *args, config: UnlearnConfig, ref=None, recorder: _Recorder, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config, self.ref, self.recorder = config, ref, recorder
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        c = self.config
+        step = self.state.global_step + 1
+        try:
+            out = objectives.compute(c.objective, model, inputs, ref=self.ref, regularizer=c.regularizer,
+                                     reg_weight=c.reg_weight, **c.hparams)
+        except objectives.ObjectiveError as err:
+            if "non-finite" not in str(err):
+                raise
+            saved = self.recorder.manifest["steps"]
+            kept = f"checkpoint-{saved[-1]}" if saved and self.recorder.run_dir else "nothing (no run_dir)"
+            raise UnlearnError(f"Unlearning stopped at optimizer step {step}: {err} "
+                               f"Last good checkpoint kept: {kept}.") from None
+        self.recorder.last = {k: v for k, v in out.hparams.items() if k.endswith("_loss")}
+        return (out.loss, out) if return_outputs else out.loss
+
+
+@dataclass
+class Run:
+    """What `unlearn` returns: the model (unlearned in place), its run directory and loss history."""
+    model: object
+    run_dir: Path | None
+    history: pd.DataFrame
+    manifest: dict
+
+
+def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = UnlearnConfig(),
+            ref=None, run_dir: str | Path | None = None, callbacks=(), progress: bool = False,
+            model_id: str = "", data_id: str = "") -> Run:
+    """Unlearn `forget` from `model` in place with `config.objective`.
+
+    Args:
+        model, tokenizer: the model to unlearn (kit.models.load_model).
+        forget, retain: records (kit.data.load_split); retain is needed for GD/KL regularisers.
+        config: UnlearnConfig (objective, hyperparameters, regulariser, optimiser settings).
+        ref: frozen original model; created here only when the objective or regulariser needs one.
+        run_dir: where checkpoints and manifest.json go (None: nothing is saved).
+        callbacks: extra `TrainerCallback`s observing every step (e.g. live G-effect probes).
+        progress: show a progress bar.
+        model_id, data_id: recorded in the manifest (e.g. "tiny", "forget01").
+    Returns:
+        Run(model, run_dir, history: DataFrame of per-step losses, manifest)
+    """
+    objectives.get(config.objective)   # unknown names fail before any work
+    if objectives.needs_reference(config.objective, config.regularizer) and ref is None:
+        ref = objectives.make_reference(model)
+    needs_retain = config.regularizer != "none"
+    data = ForgetRetainDataset(forget, retain if needs_retain else None, tokenizer, config.template,
+                               config.max_length, with_idk=config.objective in ("po", "idkdpo"),
+                               seed=config.seed)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    manifest = {"objective": config.objective, "config": asdict(config), "model": model_id,
+                "data": data_id, "n_forget": len(data), "steps": [], "finished": False}
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "manifest.json", manifest)
+    recorder = _Recorder(run_dir, manifest, config.save_every)
+    recorder.save(model, 0)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = training_args(scratch, config.train_config(), len(data), progress)
+        trainer = UnlearnTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(tokenizer),
+                                 config=config, ref=ref, recorder=recorder, callbacks=[recorder, *callbacks])
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    return Run(model.eval(), run_dir, pd.DataFrame(recorder.history), manifest)
+
+
+def read_manifest(run_dir: str | Path) -> dict:
+    """The manifest of a run directory, with a clear error when it is missing or half-written."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.exists():
+        raise UnlearnError(f"{run_dir} is not a run directory (no manifest.json); pass the run_dir given to unlearn().")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UnlearnError(f"{path} is corrupt (not valid JSON); rerun the unlearning into a new run_dir.") from None

@@ -1,0 +1,80 @@
+"""The unlearning engine: checkpoints, manifest, NaN stop, determinism."""
+import json
+
+import pytest
+import torch
+
+from kit import objectives
+from kit.data import load_split
+from kit.evaluation import answer_scores
+from kit.unlearn import UnlearnConfig, UnlearnError, read_manifest, unlearn
+
+FORGET = list(load_split("forget01"))[:8]
+RETAIN = list(load_split("retain99"))[:8]
+
+
+def _config(**kw):
+    base = dict(objective="ga", epochs=2, lr=1e-2, batch_size=4, save_every=2, seed=0)
+    return UnlearnConfig(**{**base, **kw})
+
+
+def test_ga_run_raises_forget_nll_and_writes_checkpoints(random_model, tiny_tokenizer, tmp_path):
+    before = answer_scores(random_model, tiny_tokenizer, FORGET)["nll"].mean()
+    run = unlearn(random_model, tiny_tokenizer, FORGET, config=_config(), run_dir=tmp_path / "run",
+                  model_id="random", data_id="forget01[:8]")
+    assert answer_scores(random_model, tiny_tokenizer, FORGET)["nll"].mean() > before
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest["steps"] == [0, 2, 4] and manifest["finished"] and manifest["model"] == "random"
+    assert all((tmp_path / "run" / f"checkpoint-{s}" / "model.safetensors").exists() for s in manifest["steps"])
+    assert list(run.history["step"]) == [1, 2, 3, 4] and "forget_loss" in run.history
+
+
+def test_same_seed_same_result(random_model, tiny_tokenizer):
+    state = {k: v.clone() for k, v in random_model.state_dict().items()}
+    config = _config(objective="npo", regularizer="nll", save_every=0)
+    unlearn(random_model, tiny_tokenizer, FORGET, RETAIN, config=config)
+    twin = random_model.__class__(random_model.config)
+    twin.load_state_dict(state)
+    unlearn(twin, tiny_tokenizer, FORGET, RETAIN, config=config)
+    for (name, p), q in zip(random_model.named_parameters(), twin.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_reference_is_made_only_when_needed(random_model, tiny_tokenizer, monkeypatch):
+    made = []
+    original = objectives.make_reference
+    monkeypatch.setattr(objectives, "make_reference", lambda m: made.append(1) or original(m))
+    unlearn(random_model, tiny_tokenizer, FORGET, RETAIN, config=_config(regularizer="nll", epochs=1, save_every=0))
+    assert made == []
+    unlearn(random_model, tiny_tokenizer, FORGET, RETAIN, config=_config(regularizer="kl", epochs=1, save_every=0))
+    assert made == [1]
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(random_model, tiny_tokenizer,
+                                                                           tmp_path, monkeypatch):
+    calls = []
+
+    def explodes(model, batch, ref=None):
+        out = objectives.ga(model, batch)
+        calls.append(1)
+        if len(calls) >= 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setitem(objectives.OBJECTIVES, "explodes", explodes)
+    with pytest.raises(UnlearnError, match="stopped at optimizer step 3.*checkpoint-2"):
+        unlearn(random_model, tiny_tokenizer, FORGET, config=_config(objective="explodes", save_every=2),
+                run_dir=tmp_path / "run")
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest["steps"] == [0, 2] and not manifest["finished"]
+
+
+def test_bad_inputs(random_model, tiny_tokenizer, tmp_path):
+    with pytest.raises(objectives.ObjectiveError, match="Unknown objective"):
+        unlearn(random_model, tiny_tokenizer, FORGET, config=_config(objective="nope"))
+    with pytest.raises(UnlearnError, match="not a run directory"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{half")
+    with pytest.raises(UnlearnError, match="corrupt"):
+        read_manifest(tmp_path)
+    json.dumps(_config().train_config().as_dict())
