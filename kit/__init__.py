@@ -4,16 +4,18 @@
     model, tok = load_model("tiny")                  # built on first use, then cached
     forget = load_split("forget01")                  # the kit's fictitious authors
 """
-from kit import objectives
+from kit import geffect, objectives
 from kit.data import DataError, ForgetRetainDataset, QADataset, list_splits, load_split
 from kit.evaluation import answer_scores, generate_answers, keep_known, knowledge_table
-from kit.models import ModelError, build_tiny, count_parameters, load_model
+from kit.models import ModelError, build_tiny, build_tiny_family, count_parameters, load_model
 from kit.report import environment_report, record
 from kit.train import FinetuneConfig, finetune
+from kit.unlearn import TrackSplits, UnlearnConfig, UnlearnError, unlearn
 
 __version__ = "0.1.0"
 __all__ = [
-    "objectives", "DataError", "ModelError", "FinetuneConfig", "ForgetRetainDataset", "QADataset",
-    "answer_scores", "build_tiny", "count_parameters", "environment_report", "finetune",
+    "geffect", "objectives", "DataError", "ModelError", "FinetuneConfig", "ForgetRetainDataset", "QADataset",
+    "TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn",
+    "answer_scores", "build_tiny", "build_tiny_family", "count_parameters", "environment_report", "finetune",
     "generate_answers", "keep_known", "knowledge_table", "list_splits", "load_model", "load_split", "record",
 ]

@@ -1,4 +1,5 @@
-"""Command line: `python -m kit data` rewrites data/ from the generator."""
+"""Command line: `python -m kit data` rewrites data/ from the generator; `python -m kit models`
+builds the built-in models into the cache ahead of time."""
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kit")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("data", help="rewrite data/ from the generator")
+    sub.add_parser("models", help="build tiny's four models and convert smollm2-135m into the cache")
     args = parser.parse_args(argv)
     if args.command == "data":
         for path in write_data():
             print(path)
+    elif args.command == "models":
+        from kit.models import build_tiny_family, load_model
+        for variant, folder in build_tiny_family().items():
+            print(f"tiny/{variant}: {folder}")
+        load_model("smollm2-135m")
+        print("smollm2-135m: ready")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from kit.objectives import fp32
 from kit.data import IGNORE, QADataset, pad_batch, prompt_ids, resolve_template
 
 
@@ -24,7 +25,7 @@ def token_stats(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.T
     Returns:
         `nll_sum` [B], `n_tokens` [B], `correct` [B] (argmax hits), all fp32.
     """
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    logits, labels = fp32(logits[:, :-1]), labels[:, 1:]
     mask = labels != IGNORE
     safe = labels.clamp(min=0)
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), safe, reduction="none")

@@ -40,9 +40,14 @@ class Output:
 
 
 # ---------------------------------------------------------------- token log-probabilities
+def fp32(x: torch.Tensor) -> torch.Tensor:
+    """At least fp32 (bf16/fp16 up-cast; fp64 kept, for finite-difference checks)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def answer_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p_i of each label token under `logits`: ([B, T-1] fp32, mask [B, T-1] bool)."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    logits, labels = fp32(logits[:, :-1]), labels[:, 1:]
     mask = labels != IGNORE
     logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return logp * mask, mask
@@ -77,48 +82,95 @@ def _part(batch: dict, name: str, objective: str) -> dict:
     return batch[name]
 
 
-def _weighted_ascent(logp, mask, weights, hp) -> Output:
-    """L = mean_s mean_i w_i log p_i with w_i detached (minimising pushes log p_i down)."""
-    per = _mean_tokens(weights.detach() * logp, mask)
-    return Output(per.mean(), per.detach(), (weights.detach() * mask), hparams=hp)
+# ---------------------------------------------------------------- weights as functions of p
+def _log(x) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    return (t if t.is_floating_point() else t.float()).log()   # float64 in, float64 out (tiny p(s))
+
+
+def weight(name: str, p, p_ref=None, **hparams) -> torch.Tensor:
+    """The weight w on ∇log p that objective `name` gives a token (or sequence) of probability p.
+
+    Token-wise for GA, WGA, SatImp, TNPO, WTNPO; for NPO p is the sequence probability p(s) and
+    for SimNPO its per-token geometric mean. `p_ref` is the original model's probability (NPO
+    family). Divide by p for the weight on ∇p (GA's 1/p: the least confident tokens dominate).
+    The objectives below compute their weights with this very function.
+    Used in: notebooks/02_objectives.ipynb
+    """
+    key = name.lower()
+    if key not in WEIGHTS:
+        raise ObjectiveError(f"Objective {name!r} has no weight on ∇log p; weighting objectives: "
+                             f"{', '.join(WEIGHTS)}.")
+    logp = _log(p)
+    logp_ref = _log(p_ref) if p_ref is not None else None
+    if key in NEEDS_REFERENCE and logp_ref is None:
+        raise ObjectiveError(f"The weight of {name!r} depends on the original model: pass p_ref=.")
+    return WEIGHTS[key](logp, logp_ref, **hparams)
+
+
+def _w_ga(logp, logp_ref=None):
+    return torch.ones_like(logp)
+
+
+def _w_wga(logp, logp_ref=None, alpha: float = 5.0):
+    return (alpha * logp).exp()                                     # p^α
+
+
+def _w_satimp(logp, logp_ref=None, beta1: float = 5.0, beta2: float = 1.0):
+    p = logp.exp()
+    return p ** beta1 * (1 - p) ** beta2
+
+
+def _w_npo(logp, logp_ref, beta: float = 0.5):
+    return 2 * torch.sigmoid(beta * (logp - logp_ref))               # 2p^β / (p^β + p_o^β)
+
+
+def _w_wtnpo(logp, logp_ref, alpha: float = 1.5, beta: float = 5.0):
+    return _w_npo(logp, logp_ref, beta) * (alpha * logp).exp()       # 2p^(β+α) / (p^β + p_o^β)
+
+
+def _w_simnpo(logp, logp_ref=None, beta: float = 4.5, delta: float = 0.0):
+    return 2 * torch.sigmoid(beta * (logp + delta))                  # logp = -ℓ(s), mean token NLL
+
+
+WEIGHTS = {"ga": _w_ga, "wga": _w_wga, "satimp": _w_satimp, "npo": _w_npo, "simnpo": _w_simnpo,
+           "tnpo": lambda logp, logp_ref, beta=4.0: _w_npo(logp, logp_ref, beta), "wtnpo": _w_wtnpo}
 
 
 # ---------------------------------------------------------------- the objectives
+def _token_ascent(name: str, model, batch, ref, hp: dict) -> Output:
+    """Weighted GA with the token weights of `name`: L = mean_s mean_i sg(w_i) log p_i."""
+    part = _part(batch, "forget", name)
+    logp, mask = _logprobs(model, part)
+    ref_logp = _ref_logprobs(ref, part)[0] if name in NEEDS_REFERENCE else None
+    w = WEIGHTS[name](logp.detach(), ref_logp, **hp).detach()
+    per = _mean_tokens(w * logp, mask)
+    return Output(per.mean(), per.detach(), w * mask, hparams=hp)
+
+
 def ga(model, batch, ref=None) -> Output:
     """Gradient ascent: L = -ℓ(D_u) = mean_s mean_i log p_i."""
-    logp, mask = _logprobs(model, _part(batch, "forget", "ga"))
-    return _weighted_ascent(logp, mask, torch.ones_like(logp), {})
+    return _token_ascent("ga", model, batch, ref, {})
 
 
 def wga(model, batch, ref=None, alpha: float = 5.0) -> Output:
     """Weighted GA: w_i = sg(p_i)^α (confident tokens pushed hardest, uncertain ones spared)."""
-    logp, mask = _logprobs(model, _part(batch, "forget", "wga"))
-    return _weighted_ascent(logp, mask, logp.detach().exp() ** alpha, {"alpha": alpha})
+    return _token_ascent("wga", model, batch, ref, {"alpha": alpha})
 
 
 def satimp(model, batch, ref=None, beta1: float = 5.0, beta2: float = 1.0) -> Output:
     """SatImp: w_i = sg(p_i^β1 (1 - p_i)^β2)."""
-    logp, mask = _logprobs(model, _part(batch, "forget", "satimp"))
-    p = logp.detach().exp()
-    return _weighted_ascent(logp, mask, p ** beta1 * (1 - p) ** beta2, {"beta1": beta1, "beta2": beta2})
+    return _token_ascent("satimp", model, batch, ref, {"beta1": beta1, "beta2": beta2})
 
 
 def tnpo(model, batch, ref=None, beta: float = 4.0) -> Output:
     """Token-wise NPO: w_i = sg(2 p_i^β / (p_i^β + p_o,i^β))."""
-    part = _part(batch, "forget", "tnpo")
-    logp, mask = _logprobs(model, part)
-    ref_logp, _ = _ref_logprobs(ref, part)
-    w = 2 * torch.sigmoid(beta * (logp.detach() - ref_logp))     # = 2p^β/(p^β + p_o^β)
-    return _weighted_ascent(logp, mask, w, {"beta": beta})
+    return _token_ascent("tnpo", model, batch, ref, {"beta": beta})
 
 
 def wtnpo(model, batch, ref=None, alpha: float = 1.5, beta: float = 5.0) -> Output:
     """Weighted token-wise NPO: w_i = sg(2 p_i^(β+α) / (p_i^β + p_o,i^β))."""
-    part = _part(batch, "forget", "wtnpo")
-    logp, mask = _logprobs(model, part)
-    ref_logp, _ = _ref_logprobs(ref, part)
-    w = 2 * torch.sigmoid(beta * (logp.detach() - ref_logp)) * logp.detach().exp() ** alpha
-    return _weighted_ascent(logp, mask, w, {"alpha": alpha, "beta": beta})
+    return _token_ascent("wtnpo", model, batch, ref, {"alpha": alpha, "beta": beta})
 
 
 def npo(model, batch, ref=None, beta: float = 0.5) -> Output:
@@ -128,7 +180,7 @@ def npo(model, batch, ref=None, beta: float = 0.5) -> Output:
     ref_logp, _ = _ref_logprobs(ref, part)
     ratio = logp.sum(1) - ref_logp.sum(1)                         # log p(s)/p_o(s)
     per = -(2 / beta) * F.logsigmoid(-beta * ratio)
-    seq_w = 2 * torch.sigmoid(beta * ratio.detach())              # ∇L = w(s) ∇ log p(s)
+    seq_w = _w_npo(ratio.detach(), torch.zeros_like(ratio), beta)  # ∇L = w(s) ∇ log p(s)
     return Output(per.mean(), per.detach(), seq_w[:, None] * mask, seq_w, {"beta": beta})
 
 
@@ -137,7 +189,7 @@ def simnpo(model, batch, ref=None, beta: float = 4.5, delta: float = 0.0) -> Out
     logp, mask = _logprobs(model, _part(batch, "forget", "simnpo"))
     nll = -_mean_tokens(logp, mask)
     per = -(2 / beta) * F.logsigmoid(beta * (nll - delta))
-    seq_w = 2 * torch.sigmoid(-beta * (nll.detach() - delta))
+    seq_w = _w_simnpo(-nll.detach(), None, beta, delta)
     return Output(per.mean(), per.detach(), seq_w[:, None] * mask, seq_w, {"beta": beta, "delta": delta})
 
 
@@ -164,11 +216,11 @@ def undial(model, batch, ref=None, beta: float = 10.0) -> Output:
     if ref is None:
         _ref_logprobs(None, part)
     with torch.no_grad():
-        z_o = _forward(ref, part).logits[:, :-1].float()
+        z_o = fp32(_forward(ref, part).logits[:, :-1])
     labels = part["labels"][:, 1:]
     mask = labels != IGNORE
     target = torch.softmax(z_o - beta * F.one_hot(labels.clamp(min=0), z_o.shape[-1]), -1)
-    logq = torch.log_softmax(_forward(model, part).logits[:, :-1].float(), -1)
+    logq = torch.log_softmax(fp32(_forward(model, part).logits[:, :-1]), -1)
     per = _mean_tokens(-(target * logq).sum(-1), mask)
     return Output(per.mean(), per.detach(), hparams={"beta": beta})
 
@@ -186,7 +238,7 @@ def rmu(model, batch, ref=None, layer: int = 2, coeff: float = 4.0, seed: int = 
     if not 0 <= layer < n_layers:
         raise ObjectiveError(f"RMU layer {layer} is out of range: this model has blocks 0..{n_layers - 1}.")
     part = _part(batch, "forget", "rmu")
-    hidden = _forward(model, part, output_hidden_states=True).hidden_states[layer + 1].float()
+    hidden = fp32(_forward(model, part, output_hidden_states=True).hidden_states[layer + 1])
     target = coeff * rmu_direction(hidden.shape[-1], seed).to(hidden.device)
     mask = (part["labels"] != IGNORE)                   # answer positions (unshifted)
     per = _mean_tokens(((hidden - target) ** 2).sum(-1), mask)
@@ -211,8 +263,8 @@ def retain_kl(model, batch, ref=None) -> torch.Tensor:
     if ref is None:
         _ref_logprobs(None, part)
     with torch.no_grad():
-        log_o = torch.log_softmax(_forward(ref, part).logits[:, :-1].float(), -1)
-    log_t = torch.log_softmax(_forward(model, part).logits[:, :-1].float(), -1)
+        log_o = torch.log_softmax(fp32(_forward(ref, part).logits[:, :-1]), -1)
+    log_t = torch.log_softmax(fp32(_forward(model, part).logits[:, :-1]), -1)
     mask = part["labels"][:, 1:] != IGNORE
     kl = (log_o.exp() * (log_o - log_t)).sum(-1)
     return _mean_tokens(kl, mask).mean()
@@ -230,7 +282,9 @@ _PAPER = {
     "idkdpo": {"*": {"beta": 0.1}}, "undial": {"*": {"beta": 10.0}},
     "satimp": {"*": {"beta1": 5.0, "beta2": 1.0}}, "ga": {"*": {}}, "po": {"*": {}},
 }
-_RMU = {"phi-1.5": {"layer": 9, "coeff": 4.0}, "llama-2-7b": {"layer": 21, "coeff": 2.0}}
+_RMU = {"phi-1.5": {"layer": 9, "coeff": 4.0}, "llama-2-7b": {"layer": 21, "coeff": 2.0},
+        # the kit's own choice for tiny: the middle block, c ≈ 2/3 of its hidden-state norm (~30)
+        "tiny": {"layer": 2, "coeff": 20.0}}
 
 
 def paper_hparams(name: str, split: str = "forget10", model: str = "phi-1.5") -> dict:

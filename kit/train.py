@@ -30,7 +30,7 @@ class FinetuneConfig:
     scheduler: str = "linear"      # "linear" or "cosine" decay after warm-up
     max_length: int = 512
     template: str = "auto"         # "auto", "plain" or "chat" (kit.data.resolve_template)
-    sampling: str = "random"       # or "group_by_length" (less padding, less shuffling)
+    sampling: str = "random"       # or "length_chunks" (less padding; see ChunkSortedSampler)
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -52,10 +52,50 @@ def training_args(output_dir: str, config: FinetuneConfig, n_examples: int, prog
         save_strategy="no", report_to=[], logging_strategy="no",
         disable_tqdm=not progress, remove_unused_columns=False,
         dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
-        train_sampling_strategy=config.sampling,
+        train_sampling_strategy="random",
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+
+
+class ChunkSortedSampler(torch.utils.data.Sampler):
+    """Shuffles, then sorts each chunk of `chunk_batches` batches by length and shuffles the batches.
+
+    Batches stay mixed (a chunk is small, so a batch is not one question template) while
+    padding shrinks: on the tiny benchmark 4-batch chunks raise the useful-token share of a
+    batch from 66% to 82%. Deterministic for a seed; each pass draws a new order.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, chunk_batches: int = 4, seed: int = 0):
+        self.lengths, self.batch_size, self.chunk = lengths, batch_size, batch_size * chunk_batches
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        batches = []
+        for start in range(0, len(order), self.chunk):
+            chunk = sorted(order[start:start + self.chunk], key=self.lengths.__getitem__)
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield from batches[b]
+
+
+class _Trainer(Trainer):
+    """Trainer with the kit's sampling choice (`FinetuneConfig.sampling`)."""
+
+    def __init__(self, *args, sampling: str = "random", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sampling = sampling
+
+    def _get_train_sampler(self, train_dataset=None):
+        data = train_dataset if train_dataset is not None else self.train_dataset
+        if self.sampling != "length_chunks":
+            return super()._get_train_sampler(train_dataset)
+        lengths = [len(data[i]["input_ids"]) for i in range(len(data))]
+        return ChunkSortedSampler(lengths, self.args.per_device_train_batch_size, seed=self.args.seed)
 
 
 def finetune(model, tokenizer, records, config: FinetuneConfig = FinetuneConfig(),
@@ -74,8 +114,8 @@ def finetune(model, tokenizer, records, config: FinetuneConfig = FinetuneConfig(
     data = QADataset(records, tokenizer, config.template, config.max_length)
     with tempfile.TemporaryDirectory() as scratch:
         args = training_args(output_dir or scratch, config, len(data), progress)
-        trainer = Trainer(model=model, args=args, train_dataset=data,
-                          data_collator=Collator(tokenizer))
+        trainer = _Trainer(model=model, args=args, train_dataset=data,
+                           data_collator=Collator(tokenizer), sampling=config.sampling)
         trainer.remove_callback(PrinterCallback)   # no stray metric dicts on stdout
         trainer.train()
     return model.eval()

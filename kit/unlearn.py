@@ -25,9 +25,11 @@ from transformers.trainer_callback import PrinterCallback
 
 from kit import objectives
 from kit.data import Collator, ForgetRetainDataset
+from kit.evaluation import answer_scores
 from kit.train import FinetuneConfig, training_args
 
-DEFAULT_LR = {"tiny": 1e-3, "smollm2-135m": 1e-5, "phi": 2e-5, "llama": 1e-5}
+DEFAULT_LR = {"tiny": 1e-3, "smollm2-135m": 1e-5, "phi-1.5": 2e-5, "llama-2-7b": 1e-5}
+ALIASES = {"gd": ("ga", "nll"), "graddiff": ("ga", "nll")}   # name -> (objective, regulariser)
 
 
 class UnlearnError(RuntimeError):
@@ -51,6 +53,19 @@ class UnlearnConfig:
     max_length: int = 512
     template: str = "auto"
     seed: int = 0
+
+    @classmethod
+    def paper(cls, name: str, split: str = "forget10", model: str = "phi-1.5", **overrides) -> "UnlearnConfig":
+        """The papers' setting of `name` for a forget split and model ("gd" = GA + NLL regulariser).
+
+        Example: `UnlearnConfig.paper("wtnpo", "forget01", "tiny", epochs=2)`.
+        Used in: notebooks/02_objectives.ipynb
+        """
+        objective, regularizer = ALIASES.get(name.lower(), (name.lower(), "none"))
+        hparams = {**objectives.paper_hparams(objective, split, model), **overrides.pop("hparams", {})}
+        base = dict(objective=objective, regularizer=regularizer, hparams=hparams,
+                    lr=DEFAULT_LR.get(model, 2e-5))
+        return cls(**{**base, **overrides})
 
     def train_config(self) -> FinetuneConfig:
         return FinetuneConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
@@ -122,6 +137,37 @@ class UnlearnTrainer(Trainer):
                                f"Last good checkpoint kept: {kept}.") from None
         self.recorder.last = {k: v for k, v in out.hparams.items() if k.endswith("_loss")}
         return (out.loss, out) if return_outputs else out.loss
+
+
+class TrackSplits(TrainerCallback):
+    """Scores named record sets every `every` optimizer steps (and before the first one).
+
+    `TrackSplits(tokenizer, {"forget": forget, "retain": retain[:40]})` as a callback of
+    `unlearn`; `.frame()` is a tidy DataFrame (step, split, nll, token_acc).
+    Used in: notebooks/02_objectives.ipynb
+    """
+
+    def __init__(self, tokenizer, splits: dict, every: int = 1, template: str = "auto"):
+        self.tokenizer, self.splits, self.every, self.template = tokenizer, splits, every, template
+        self.rows: list[dict] = []
+
+    def score(self, model, step: int) -> None:
+        was_training = model.training
+        model.eval()
+        for name, records in self.splits.items():
+            s = answer_scores(model, self.tokenizer, records, template=self.template)
+            self.rows.append({"step": step, "split": name, "nll": s["nll"].mean(), "token_acc": s["token_acc"].mean()})
+        model.train(was_training)
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.score(model, state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self.score(model, state.global_step)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
 
 
 @dataclass

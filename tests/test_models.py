@@ -82,3 +82,27 @@ def test_generation_is_batched_and_padding_invariant(random_model, tiny_tokenize
     batched = generate_answers(random_model, tiny_tokenizer, questions, max_new_tokens=8, batch_size=5)
     single = [generate_answers(random_model, tiny_tokenizer, [q], max_new_tokens=8)[0] for q in questions]
     assert batched == single
+
+
+def test_family_build_runs_workers_in_parallel_processes(cache):
+    folders = models.build_tiny_family(MICRO, progress=False, workers=2)
+    assert list(folders) == list(models.TINY_VARIANTS)
+    sizes = {v: json.loads((f / "done.json").read_text())["n_train"] for v, f in folders.items()}
+    assert sizes["target"] > sizes["retain99"] > sizes["retain95"] > sizes["retain90"]
+    stamp = (folders["target"] / "done.json").stat().st_mtime
+    models.build_tiny_family(MICRO, progress=False, workers=2)   # cached: nothing rebuilt
+    assert (folders["target"] / "done.json").stat().st_mtime == stamp
+
+
+def test_chunk_sorted_sampler_is_a_permutation_with_less_padding():
+    from kit.train import ChunkSortedSampler
+    lengths = [int(x) for x in torch.randint(5, 60, (400,), generator=torch.Generator().manual_seed(0))]
+    sampler = ChunkSortedSampler(lengths, batch_size=16, chunk_batches=4, seed=0)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == list(range(400)) and first != second      # every item once, new order each pass
+
+    def useful(order):
+        batches = [[lengths[i] for i in order[j:j + 16]] for j in range(0, 400, 16)]
+        return sum(map(sum, batches)) / sum(max(b) * len(b) for b in batches)
+    assert useful(first) > useful(torch.randperm(400).tolist()) + 0.1
+    assert list(ChunkSortedSampler(lengths, 16, 4, seed=0)) == first  # seeded

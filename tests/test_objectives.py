@@ -154,3 +154,24 @@ def test_paper_hyperparameters_by_name():
     assert set(obj.paper_hparams("npo")) == {"beta"}
     with pytest.raises(obj.ObjectiveError, match="No paper setting of 'tnpo' for split 'forget20'"):
         obj.paper_hparams("tnpo", "forget20")
+
+
+def test_weight_curves_are_the_weights_the_objectives_use(random_model, ref, batch):
+    logp, mask = _token_logp(random_model, batch["forget"])
+    ref_logp, _ = _token_logp(ref, batch["forget"])
+    p, p_o = logp.detach().exp(), ref_logp.detach().exp()
+    for name, hp in [("ga", {}), ("wga", {"alpha": 3.0}), ("satimp", {}), ("tnpo", {"beta": 4.0}),
+                     ("wtnpo", {"alpha": 1.5, "beta": 5.0})]:
+        out = obj.get(name)(random_model, batch, ref=ref, **hp)
+        assert torch.allclose(out.token_weights, obj.weight(name, p, p_o, **hp) * mask, atol=1e-5), name
+    seq = obj.npo(random_model, batch, ref=ref, beta=0.5).seq_weights
+    p_s, p_os = [(x * mask).sum(1).detach().double().exp() for x in (logp, ref_logp)]   # p(s) ~ 1e-80
+    assert torch.allclose(seq.double(), obj.weight("npo", p_s, p_os, beta=0.5), atol=1e-5)
+    # the paper's reading: GA's weight on ∇p is 1/p; TNPO's weight is 1 where p = p_o
+    q = torch.tensor([0.1, 0.5, 0.9])
+    assert torch.allclose(obj.weight("ga", q) / q, 1 / q)
+    assert torch.allclose(obj.weight("tnpo", q, q), torch.ones(3))
+    with pytest.raises(obj.ObjectiveError, match="p_ref"):
+        obj.weight("tnpo", q)
+    with pytest.raises(obj.ObjectiveError, match="no weight"):
+        obj.weight("rmu", q)

@@ -78,3 +78,23 @@ def test_bad_inputs(random_model, tiny_tokenizer, tmp_path):
     with pytest.raises(UnlearnError, match="corrupt"):
         read_manifest(tmp_path)
     json.dumps(_config().train_config().as_dict())
+
+
+def test_track_splits_scores_every_step(random_model, tiny_tokenizer):
+    from kit.unlearn import TrackSplits
+    track = TrackSplits(tiny_tokenizer, {"forget": FORGET, "retain": RETAIN}, every=1)
+    unlearn(random_model, tiny_tokenizer, FORGET, config=_config(save_every=0), callbacks=[track])
+    df = track.frame()
+    assert sorted(df["step"].unique()) == [0, 1, 2, 3, 4] and set(df["split"]) == {"forget", "retain"}
+    forget = df[df.split == "forget"].set_index("step")["nll"]
+    assert forget[4] > forget[0]    # GA at a high rate: the forget NLL rises
+
+
+def test_paper_configs_by_name():
+    c = UnlearnConfig.paper("gd", "forget01", "tiny")
+    assert (c.objective, c.regularizer, c.lr, c.hparams) == ("ga", "nll", 1e-3, {})
+    c = UnlearnConfig.paper("WTNPO", "forget10", hparams={"alpha": 2.0}, epochs=1)
+    assert c.hparams == {"alpha": 2.0, "beta": 7.0} and c.epochs == 1 and c.lr == 2e-5
+    assert UnlearnConfig.paper("rmu", model="tiny").hparams == {"layer": 2, "coeff": 20.0}
+    with pytest.raises(objectives.ObjectiveError, match="Unknown objective 'nop'"):
+        UnlearnConfig.paper("nop")

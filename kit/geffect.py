@@ -1,0 +1,431 @@
+"""The G-effect: how one unlearning step moves the risk of forget and retain data.
+
+Wang et al. (ICLR 2025, "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go
+Beyond") read an unlearning objective L through the inner product of its gradient with the
+gradient of the NLL risk R on a data set D:
+
+    e(D; θ) = ∇R(D; θ)ᵀ ∇L(D_u; θ)          e_u: D = D_u (forget)     e_r: D = D_r (retain)
+
+A gradient step θ ← θ − η∇L changes the risk by ΔR ≈ −η·e, so a good objective has e_u clearly
+negative (forget risk rises) and e_r near zero or positive (retain risk does not rise). The inner
+product splits over parameter groups, e = Σ_g ∇_g Rᵀ ∇_g L, which shows *where* in the network
+an objective acts (the paper's groups: embeddings, shallow / middle / deep thirds of the blocks,
+and the output head), and it is linear in L, so an objective and its retain regulariser can be
+probed separately and added.
+
+How it is computed here: ∇L is accumulated over the forget set by ordinary backward passes and
+kept where a training step keeps its gradient (one gradient-sized buffer). The risk gradients
+are never stored: a post-accumulate hook on every parameter dots its gradient with ∇L the moment
+it is produced and frees it, so the probe's peak memory is that of a training step plus one
+parameter's gradient. Three gradients (objective, forget risk, retain risk) are the minimum.
+Everything is the exact mean-gradient quantity, accumulated in fp32.
+
+Tied input/output embeddings (smollm2-135m, GPT-2) share one matrix W whose gradient is the sum
+of an input-side part a and an output-side part b. The probe unties W into two temporary copies,
+reports a_Rᵀa_L under `embed`, b_Rᵀb_L under `lm` and the cross terms a_Rᵀb_L + b_Rᵀa_L under
+`tied_cross`, so the groups still sum to the exact total.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kit import objectives
+from kit.data import Collator, ForgetRetainDataset, QADataset
+
+
+class GEffectError(ValueError):
+    """An unknown group scheme or a model whose structure the probe cannot read; says the fix."""
+
+
+# ---------------------------------------------------------------- parameter groups
+def _n_blocks(model) -> int:
+    cfg = model.config
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if getattr(cfg, key, None):
+            return int(getattr(cfg, key))
+    raise GEffectError(f"{type(model).__name__}'s config has no number of layers (num_hidden_layers / n_layer).")
+
+
+def find_blocks(model) -> str:
+    """Qualified name of the ModuleList holding the transformer blocks (Llama, Phi, GPT-2, NeoX, Qwen...)."""
+    n = _n_blocks(model)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return name
+    raise GEffectError(f"No list of {n} blocks found in {type(model).__name__}; pass groups= as a mapping "
+                       "{parameter name: group}.")
+
+
+_ATTN = {"q": ("q_proj", "query", "q"), "k": ("k_proj", "key", "k"), "v": ("v_proj", "value", "v"),
+         "o": ("o_proj", "out_proj", "dense", "c_proj"), "qkv": ("qkv_proj", "c_attn", "query_key_value", "Wqkv")}
+_MLP = {"gate": ("gate_proj", "w1"), "up": ("up_proj", "fc1", "c_fc", "dense_h_to_4h", "w3"),
+        "down": ("down_proj", "fc2", "c_proj", "dense_4h_to_h", "w2")}
+
+
+def _module_kind(param_name: str, module) -> str:
+    """attn.q / attn.k / attn.v / attn.o / attn.qkv / mlp.gate / mlp.up / mlp.down / norm / other."""
+    if "norm" in type(module).__name__.lower() or "ln" in param_name.split(".")[-2:-1][0].lower():
+        return "norm"
+    parts = param_name.split(".")
+    leaf = parts[-2] if len(parts) >= 2 else parts[0]
+    path = ".".join(parts[:-2]).lower()
+    table, prefix = (_ATTN, "attn") if ("attn" in path or "attention" in path) else (_MLP, "mlp")
+    for kind, names in table.items():
+        if leaf in names:
+            return f"{prefix}.{kind}"
+    return f"{prefix}.other"
+
+
+def param_groups(model, scheme: str | dict | Callable = "paper") -> dict[str, str]:
+    """Map every trainable parameter name to its group.
+
+    Args:
+        scheme: "paper" (embed / shallow / middle / deep / lm; thirds of the blocks, final norm in
+            deep), "layer" (embed / block.i / final_norm / lm), "module" (embed / attn.q ... /
+            mlp.down / norm / lm), a dict {parameter name: group} or a function name -> group.
+    Returns:
+        {parameter name: group name} (names as in `model.named_parameters()`).
+    Used in: notebooks/03_g_effect_basics.ipynb
+    """
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if isinstance(scheme, dict):
+        missing = [n for n, _ in params if n not in scheme]
+        if missing:
+            raise GEffectError(f"groups mapping has no entry for {len(missing)} parameters, e.g. {missing[0]!r}.")
+        return {n: scheme[n] for n, _ in params}
+    if callable(scheme):
+        return {n: scheme(n) for n, _ in params}
+    if scheme not in ("paper", "layer", "module"):
+        raise GEffectError(f"Unknown group scheme {scheme!r}: use 'paper', 'layer', 'module', a dict or a function.")
+    blocks, n = find_blocks(model), _n_blocks(model)
+    thirds = np.array_split(np.arange(n), 3)
+    third_of = {int(i): name for part, name in zip(thirds, ("shallow", "middle", "deep")) for i in part}
+    embed_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    head = model.get_output_embeddings()
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    modules = dict(model.named_modules())
+    out = {}
+    for name, p in params:
+        if id(p) in embed_ids:           # a tied matrix: the probe adds lm and tied_cross (see above)
+            out[name] = "embed"
+        elif id(p) in head_ids:
+            out[name] = "lm"
+        elif name.startswith(blocks + "."):
+            i = int(name[len(blocks) + 1:].split(".")[0])
+            out[name] = {"paper": third_of[i], "layer": f"block.{i}"}.get(
+                scheme, lambda: _module_kind(name, modules[name.rsplit(".", 1)[0]]))
+            if callable(out[name]):
+                out[name] = out[name]()
+        else:                            # final norm and anything else outside the blocks
+            out[name] = {"paper": "deep", "layer": "final_norm", "module": "norm"}[scheme]
+    return out
+
+
+def group_order(model, scheme: str = "paper") -> list[str]:
+    """Groups of a scheme in network order (for plotting)."""
+    if scheme == "paper":
+        return ["embed", "shallow", "middle", "deep", "lm"]
+    if scheme == "layer":
+        return ["embed", *[f"block.{i}" for i in range(_n_blocks(model))], "final_norm", "lm"]
+    seen = list(dict.fromkeys(param_groups(model, scheme).values()))
+    return ["embed", *sorted(g for g in seen if g not in ("embed", "lm")), "lm"]
+
+
+def _tied(model) -> bool:
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    return out is not None and inp is not None and out.weight is inp.weight
+
+
+@contextlib.contextmanager
+def _untied(model):
+    """Give the output head its own copy of a tied embedding matrix for the duration."""
+    if not _tied(model):
+        yield None
+        return
+    head, shared = model.get_output_embeddings(), model.get_input_embeddings().weight
+    head.weight = torch.nn.Parameter(shared.detach().clone(), requires_grad=shared.requires_grad)
+    try:
+        yield head.weight
+    finally:
+        head.weight = shared
+
+
+# ---------------------------------------------------------------- streaming dot products
+class _Streamer:
+    """While active, every parameter gradient produced by backward is dotted with stored
+    reference gradients (per group) and freed at once."""
+
+    def __init__(self, pairs: dict[torch.nn.Parameter, list[tuple[str, str, torch.Tensor]]]):
+        self.pairs = pairs                                      # param -> [(slot, group, reference grad)]
+        self.sums: dict[tuple[str, str], float] = defaultdict(float)
+        self.handles = []
+
+    def _hook(self, param):
+        g = _acc(param.grad)
+        for slot, group, ref in self.pairs.get(param, ()):
+            self.sums[(slot, group)] += float(torch.dot(g, ref))
+        param.grad = None
+
+    def __enter__(self):
+        self.handles = [p.register_post_accumulate_grad_hook(self._hook) for p in self.pairs]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+def _acc(grad: torch.Tensor) -> torch.Tensor:
+    """Flattened, in fp32 at least (fp64 stays fp64: the finite-difference checks use it)."""
+    return grad.flatten().to(torch.promote_types(grad.dtype, torch.float32))
+
+
+def _take_grads(model) -> dict[torch.nn.Parameter, torch.Tensor]:
+    """Move every .grad out of the model (flattened fp32), leaving .grad = None."""
+    out = {}
+    for p in model.parameters():
+        if p.grad is not None:
+            out[p] = _acc(p.grad)
+            p.grad = None
+    return out
+
+
+def _batches(dataset, tokenizer, batch_size: int):
+    collate = Collator(tokenizer)
+    for start in range(0, len(dataset), batch_size):
+        yield collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+
+
+def _to(batch, device):
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch.to(device)
+
+
+def _risk_backward(model, dataset, tokenizer, batch_size: int) -> None:
+    """Backward of R(D) = mean over items of the mean answer-token NLL (gradient of the full mean)."""
+    device, n = next(model.parameters()).device, len(dataset)
+    for batch in _batches(dataset, tokenizer, batch_size):
+        batch = _to(batch, device)
+        logp, mask = objectives.answer_logprobs(model(input_ids=batch["input_ids"],
+                                                      attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        nll = -(logp.sum(1) / mask.sum(1).clamp(min=1))
+        (nll.sum() / n).backward()
+
+
+def _objective_backward(model, name, forget, retain, tokenizer, ref, hparams, batch_size, template, max_length):
+    """Backward of L(D_u) = the objective's mean over the forget set (retain/idk parts as it needs)."""
+    data = ForgetRetainDataset(forget, retain, tokenizer, template, max_length,
+                               with_idk=name in ("po", "idkdpo"), seed=0)
+    device, n = next(model.parameters()).device, len(data)
+    for start in range(0, n, batch_size):
+        part = Collator(tokenizer)([data[i] for i in range(start, min(start + batch_size, n))])
+        out = objectives.get(name)(model, _to(part, device), ref=ref, **hparams)
+        (out.loss * (len(part["forget"]["input_ids"]) / n)).backward()
+
+
+def _regularizer_backward(model, name, retain, tokenizer, ref, batch_size, template, max_length):
+    data = QADataset(retain, tokenizer, template, max_length)
+    device, n, fn = next(model.parameters()).device, len(data), objectives.REGULARIZERS[name]
+    for batch in _batches(data, tokenizer, batch_size):
+        loss = fn(model, {"retain": _to(batch, device)}, ref=ref)
+        (loss * (len(batch["input_ids"]) / n)).backward()
+
+
+def _pairs(model, groups: dict[str, str], refs: dict, head_copy) -> dict:
+    """For each parameter: which stored gradients its risk gradient is dotted with, under which group."""
+    by_param = {p: n for n, p in model.named_parameters()}
+    pairs = defaultdict(list)
+    for slot, grads in refs.items():
+        for p, ref in grads.items():
+            if head_copy is not None and p is head_copy:
+                group = "lm"
+            else:
+                group = groups.get(by_param.get(p, ""), "other")
+            pairs[p].append((slot, group, ref))
+        if head_copy is not None:                                  # tied: cross terms a_R·b_L + b_R·a_L
+            embed = model.get_input_embeddings().weight
+            if head_copy in grads:
+                pairs[embed].append((slot, "tied_cross", grads[head_copy]))
+            if embed in grads:
+                pairs[head_copy].append((slot, "tied_cross", grads[embed]))
+    return pairs
+
+
+def g_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict | None = None,
+             regularizer: str = "none", reg_weight: float = 1.0, ref=None, groups="paper",
+             batch_size: int = 16, template: str = "auto", max_length: int = 512) -> pd.DataFrame:
+    """The exact G-effects e_u = ∇R(D_u)ᵀ∇L and e_r = ∇R(D_r)ᵀ∇L, by parameter group.
+
+    Args:
+        model, tokenizer: the model at the θ to probe (its weights are not changed).
+        objective: a kit.objectives name; `hparams` its hyperparameters.
+        forget, retain: records of D_u and D_r (R is the mean answer NLL per item, averaged).
+        regularizer, reg_weight: a retain regulariser ("nll" or "kl") probed as its own component.
+        ref: frozen original model, made here when the objective or regulariser needs one.
+        groups: "paper", "layer", "module", a {parameter: group} dict or a function (param_groups).
+    Returns:
+        tidy DataFrame with columns component (the objective, the regulariser × weight, "total"),
+        group (… and "total"), e_u, e_r.
+    Used in: notebooks/03_g_effect_basics.ipynb
+    """
+    return _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref,
+                  groups, batch_size, template, max_length)[0]
+
+
+def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref, groups,
+           batch_size, template, max_length, keep_grad: bool = False):
+    """g_effect's table, and (keep_grad) the total ∇L as {parameter: flat gradient}."""
+    objectives.get(objective)
+    if regularizer not in objectives.REGULARIZERS:
+        raise objectives.ObjectiveError(f"Unknown regularizer {regularizer!r}: use one of "
+                                        f"{', '.join(objectives.REGULARIZERS)}.")
+    hparams, forget, retain = dict(hparams or {}), list(forget), list(retain)
+    if ref is None and objectives.needs_reference(objective, regularizer):
+        ref = objectives.make_reference(model)
+    group_of = param_groups(model, groups)
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    with _untied(model) as head_copy:
+        refs = {}
+        _objective_backward(model, objective, forget, None, tokenizer, ref, hparams, batch_size, template, max_length)
+        refs[objective] = _take_grads(model)
+        if regularizer != "none":
+            _regularizer_backward(model, regularizer, retain, tokenizer, ref, batch_size, template, max_length)
+            refs[regularizer] = {p: reg_weight * g for p, g in _take_grads(model).items()}
+        pairs = _pairs(model, group_of, refs, head_copy)
+        sums = {}
+        for risk, records in (("e_u", forget), ("e_r", retain)):
+            with _Streamer(pairs) as stream:
+                _risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size)
+            sums[risk] = stream.sums
+        grad = None
+        if keep_grad:
+            if head_copy is not None:
+                raise GEffectError("Stepping a model with tied embeddings is not supported by this probe helper.")
+            grad = {p: sum(r[p] for r in refs.values() if p in r) for p in set().union(*refs.values())}
+    model.train(was_training)
+    order = list(dict.fromkeys([*_ordered_groups(model, groups, group_of), "tied_cross"]))
+    rows = []
+    for slot in refs:
+        name = slot if slot == objective else f"{regularizer} x {reg_weight:g}"
+        for g in order:
+            if any((slot, g) in sums[r] for r in sums):
+                rows.append({"component": name, "group": g, "e_u": sums["e_u"].get((slot, g), 0.0),
+                             "e_r": sums["e_r"].get((slot, g), 0.0)})
+    df = pd.DataFrame(rows)
+    per_group = df.groupby("group", sort=False)[["e_u", "e_r"]].sum().reset_index().assign(component="total")
+    df = pd.concat([df, per_group], ignore_index=True) if len(refs) > 1 else df.assign(component="total")
+    totals = df.groupby("component", sort=False)[["e_u", "e_r"]].sum().reset_index().assign(group="total")
+    return pd.concat([df, totals], ignore_index=True)[["component", "group", "e_u", "e_r"]], grad
+
+
+@torch.no_grad()
+def risk(model, tokenizer, records, template: str = "auto", max_length: int = 512, batch_size: int = 32) -> float:
+    """R(D): the mean over items of the mean answer-token NLL (in the model's dtype, summed in fp64)."""
+    data = QADataset(list(records), tokenizer, template, max_length)
+    device, total = next(model.parameters()).device, 0.0
+    for batch in _batches(data, tokenizer, batch_size):
+        batch = _to(batch, device)
+        logp, mask = objectives.answer_logprobs(model(input_ids=batch["input_ids"],
+                                                      attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        total += float((-(logp.sum(1) / mask.sum(1).clamp(min=1))).double().sum())
+    return total / len(data)
+
+
+@torch.no_grad()
+def _step(model, grad: dict, lr: float, only: set | None = None) -> None:
+    for p in model.parameters():
+        if p in grad and (only is None or p in only):
+            p.sub_(lr * grad[p].view_as(p).to(p.dtype))
+
+
+def sgd_trajectory(model, tokenizer, objective: str, forget, retain, *, lr: float, steps: int,
+                   hparams: dict | None = None, regularizer: str = "none", reg_weight: float = 1.0,
+                   ref=None, groups="paper", batch_size: int = 16, template: str = "auto",
+                   max_length: int = 512) -> pd.DataFrame:
+    """Plain full-batch SGD on L for `steps` steps, with the G-effect and the risks at every θ_t.
+
+    Proposition 1 (first-order form): R(θ_T) − R(θ_0) ≈ −η Σ_t e^(t). The table has, per step and
+    group, e_u and e_r; the totals rows also carry the measured risks and the first-order
+    predictions (`risk_u`, `risk_r`, `pred_risk_u`, `pred_risk_r`). The model is changed in place.
+    Used in: notebooks/03_g_effect_basics.ipynb
+    """
+    if ref is None and objectives.needs_reference(objective, regularizer):
+        ref = objectives.make_reference(model)
+    args = (template, max_length)
+    frames, pred = [], {}
+    for t in range(steps + 1):
+        r_u, r_r = risk(model, tokenizer, forget, *args), risk(model, tokenizer, retain, *args)
+        if t == 0:
+            pred = {"u": r_u, "r": r_r}
+        df, grad = _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref,
+                          groups, batch_size, template, max_length, keep_grad=t < steps)
+        total = df[(df.component == "total") & (df.group == "total")].iloc[0]
+        frames.append(df.assign(step=t, risk_u=np.where(df.group == "total", r_u, np.nan),
+                                risk_r=np.where(df.group == "total", r_r, np.nan),
+                                pred_risk_u=np.where(df.group == "total", pred["u"], np.nan),
+                                pred_risk_r=np.where(df.group == "total", pred["r"], np.nan)))
+        if t < steps:
+            pred = {"u": pred["u"] - lr * total.e_u, "r": pred["r"] - lr * total.e_r}
+            _step(model, grad, lr)
+    return pd.concat(frames, ignore_index=True)
+
+
+def check_first_order(model, tokenizer, objective: str, forget, retain, *, lr: float = 1e-3,
+                      hparams: dict | None = None, regularizer: str = "none", reg_weight: float = 1.0,
+                      ref=None, groups="paper", per_group: bool = True, double: bool = True,
+                      batch_size: int = 16, template: str = "auto", max_length: int = 512) -> pd.DataFrame:
+    """One plain SGD step θ − η∇L: the predicted risk change −η·e against the measured one.
+
+    Runs on a copy of the model (in fp64 by default, so small risk changes are resolved); with
+    `per_group`, also steps each group alone (its prediction is −η·e_g). Llama's RMSNorm computes
+    in fp32 even in an fp64 model, so risk changes below ~1e-9 are noise: choose `lr` so that
+    η·|e| is well above that, and small enough that the second-order term stays negligible.
+    Returns:
+        DataFrame: scope ("all" or a group), data ("forget"/"retain"), e, predicted, measured, rel_error.
+    Used in: notebooks/03_g_effect_basics.ipynb
+    """
+    import copy
+    work = copy.deepcopy(model)
+    if ref is None and objectives.needs_reference(objective, regularizer):
+        ref = objectives.make_reference(model)
+    if double:
+        work, ref = work.double(), (copy.deepcopy(ref).double() if ref is not None else None)
+    df, grad = _probe(work, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref,
+                      groups, batch_size, template, max_length, keep_grad=True)
+    totals = df[df.component == "total"].set_index("group")
+    group_of = param_groups(work, groups)
+    named = dict(work.named_parameters())
+    scopes = {"all": None}
+    if per_group:
+        scopes.update({g: {named[n] for n, gg in group_of.items() if gg == g} for g in totals.index if g != "total"})
+    data = {"forget": list(forget), "retain": list(retain)}
+    base = {k: risk(work, tokenizer, v, template, max_length) for k, v in data.items()}
+    original = {p: p.detach().clone() for p in work.parameters()}
+    rows = []
+    for scope, only in scopes.items():
+        _step(work, grad, lr, only)
+        for k, records in data.items():
+            e = totals.loc["total" if scope == "all" else scope, "e_u" if k == "forget" else "e_r"]
+            measured = risk(work, tokenizer, records, template, max_length) - base[k]
+            rows.append({"scope": scope, "data": k, "e": e, "predicted": -lr * e, "measured": measured,
+                         "rel_error": abs(measured + lr * e) / max(abs(measured), 1e-30)})
+        with torch.no_grad():
+            for p, v in original.items():
+                p.copy_(v)
+    return pd.DataFrame(rows)
+
+
+def _ordered_groups(model, scheme, group_of: dict) -> list[str]:
+    present = list(dict.fromkeys(group_of.values()))
+    if isinstance(scheme, str):
+        return [g for g in group_order(model, scheme) if g in present or g in ("embed", "lm")]
+    return present

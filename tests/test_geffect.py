@@ -1,0 +1,96 @@
+"""The G-effect: groups, exactness against dense gradients, and the first-order risk change."""
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from kit import geffect
+from kit.data import load_split
+
+FORGET = list(load_split("forget01"))[:6]
+RETAIN = list(load_split("retain99"))[:6]
+
+
+def _dense_grad(model, fn):
+    model.zero_grad()
+    fn()
+    g = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return g
+
+
+def test_groups_follow_the_model(random_model):
+    paper = geffect.param_groups(random_model, "paper")
+    assert paper["model.embed_tokens.weight"] == "embed" and paper["lm_head.weight"] == "lm"
+    assert paper["model.layers.0.self_attn.q_proj.weight"] == "shallow"   # 2 blocks: thirds [0], [1], []
+    assert paper["model.layers.1.mlp.up_proj.weight"] == "middle"
+    assert paper["model.norm.weight"] == "deep"
+    layer = geffect.param_groups(random_model, "layer")
+    assert layer["model.layers.1.input_layernorm.weight"] == "block.1"
+    module = geffect.param_groups(random_model, "module")
+    assert module["model.layers.0.self_attn.k_proj.weight"] == "attn.k"
+    assert module["model.layers.0.mlp.down_proj.weight"] == "mlp.down"
+    assert module["model.layers.0.post_attention_layernorm.weight"] == "norm"
+    with pytest.raises(geffect.GEffectError, match="Unknown group scheme 'thirds'"):
+        geffect.param_groups(random_model, "thirds")
+
+
+def test_g_effect_equals_dense_gradient_products(random_model, tiny_tokenizer):
+    df = geffect.g_effect(random_model, tiny_tokenizer, "ga", FORGET, RETAIN, groups="layer", batch_size=4)
+    g_l = _dense_grad(random_model, lambda: geffect._objective_backward(
+        random_model, "ga", FORGET, None, tiny_tokenizer, None, {}, 4, "auto", 512))
+    from kit.data import QADataset
+    g_u = _dense_grad(random_model, lambda: geffect._risk_backward(
+        random_model, QADataset(FORGET, tiny_tokenizer), tiny_tokenizer, 3))
+    g_r = _dense_grad(random_model, lambda: geffect._risk_backward(
+        random_model, QADataset(RETAIN, tiny_tokenizer), tiny_tokenizer, 5))
+    e_u = sum(float((g_u[n] * g_l[n]).sum()) for n in g_l)
+    e_r = sum(float((g_r[n] * g_l[n]).sum()) for n in g_l)
+    total = df[(df.component == "total") & (df.group == "total")].iloc[0]
+    assert total.e_u == pytest.approx(e_u, rel=1e-4) and total.e_r == pytest.approx(e_r, rel=1e-4)
+    assert total.e_u < 0      # GA: L = -R_u, so e_u = -|∇R_u|²
+    assert total.e_u == pytest.approx(-sum(float((g ** 2).sum()) for g in g_u.values()), rel=1e-4)
+    groups = df[(df.component == "total") & (df.group != "total")]
+    assert groups.e_u.sum() == pytest.approx(total.e_u, rel=1e-6)
+    assert all(p.grad is None for p in random_model.parameters())   # nothing left behind
+
+
+@pytest.mark.parametrize("objective,hparams,lr", [("ga", {}, 1e-3), ("npo", {"beta": 0.5}, 1e-3),
+                                                  ("wga", {"alpha": 0.5}, 1e-3), ("rmu", {"layer": 1, "coeff": 2.0}, 1e-4)])
+def test_g_effect_predicts_the_risk_change_of_one_sgd_step(random_model, tiny_tokenizer, objective, hparams, lr):
+    check = geffect.check_first_order(random_model, tiny_tokenizer, objective, FORGET, RETAIN, lr=lr,
+                                      hparams=hparams, per_group=True, batch_size=6)
+    assert (check["rel_error"] < 0.05).all(), check
+    whole = check[check.scope == "all"].set_index("data")
+    parts = check[check.scope != "all"].groupby("data")["e"].sum()
+    assert parts["forget"] == pytest.approx(whole.loc["forget", "e"], rel=1e-6)
+
+
+def test_regulariser_is_probed_as_its_own_component(random_model, tiny_tokenizer):
+    df = geffect.g_effect(random_model, tiny_tokenizer, "ga", FORGET, RETAIN, regularizer="nll", reg_weight=0.5)
+    tot = df[df.group == "total"].set_index("component")
+    assert set(tot.index) == {"ga", "nll x 0.5", "total"}
+    assert tot.loc["total", "e_r"] == pytest.approx(tot.loc["ga", "e_r"] + tot.loc["nll x 0.5", "e_r"], rel=1e-6)
+    assert tot.loc["nll x 0.5", "e_r"] > 0   # descending the retain NLL lowers the retain risk
+
+
+def test_tied_embeddings_are_split_into_embed_lm_and_cross_terms(tiny_tokenizer):
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
+                         pad_token_id=tiny_tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config).eval()
+    df = geffect.g_effect(model, tiny_tokenizer, "ga", FORGET, RETAIN)
+    assert {"embed", "lm", "tied_cross"} <= set(df.group)
+    assert model.lm_head.weight is model.model.embed_tokens.weight            # tie restored
+    g_u = _dense_grad(model, lambda: geffect._risk_backward(
+        model, geffect.QADataset(FORGET, tiny_tokenizer), tiny_tokenizer, 6))
+    total = df[(df.component == "total") & (df.group == "total")].iloc[0]
+    assert total.e_u == pytest.approx(-sum(float((g ** 2).sum()) for g in g_u.values()), rel=1e-4)
+
+
+def test_sgd_trajectory_tracks_proposition_1(random_model, tiny_tokenizer):
+    traj = geffect.sgd_trajectory(random_model, tiny_tokenizer, "ga", FORGET, RETAIN, lr=1e-3, steps=3)
+    tot = traj[(traj.component == "total") & (traj.group == "total")].set_index("step")
+    assert list(tot.index) == [0, 1, 2, 3]
+    assert tot.risk_u.iloc[-1] > tot.risk_u.iloc[0]                         # GA raises the forget risk
+    assert (abs(tot.risk_u - tot.pred_risk_u) / abs(tot.risk_u - tot.risk_u.iloc[0]).clip(lower=1e-12)).iloc[1:].max() < 0.1
