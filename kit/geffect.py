@@ -27,9 +27,7 @@ reports a_Rᵀa_L under `embed`, b_Rᵀb_L under `lm` and the cross terms a_Rᵀ
 """
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -37,123 +35,11 @@ import torch
 
 from kit import objectives
 from kit.data import Collator, ForgetRetainDataset, QADataset
+from kit.groups import GroupError, group_order, ordered_groups, param_groups, tied, untied  # noqa: F401 (re-exported)
 
 
 class GEffectError(ValueError):
-    """An unknown group scheme or a model whose structure the probe cannot read; says the fix."""
-
-
-# ---------------------------------------------------------------- parameter groups
-def _n_blocks(model) -> int:
-    cfg = model.config
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if getattr(cfg, key, None):
-            return int(getattr(cfg, key))
-    raise GEffectError(f"{type(model).__name__}'s config has no number of layers (num_hidden_layers / n_layer).")
-
-
-def find_blocks(model) -> str:
-    """Qualified name of the ModuleList holding the transformer blocks (Llama, Phi, GPT-2, NeoX, Qwen...)."""
-    n = _n_blocks(model)
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return name
-    raise GEffectError(f"No list of {n} blocks found in {type(model).__name__}; pass groups= as a mapping "
-                       "{parameter name: group}.")
-
-
-_ATTN = {"q": ("q_proj", "query", "q"), "k": ("k_proj", "key", "k"), "v": ("v_proj", "value", "v"),
-         "o": ("o_proj", "out_proj", "dense", "c_proj"), "qkv": ("qkv_proj", "c_attn", "query_key_value", "Wqkv")}
-_MLP = {"gate": ("gate_proj", "w1"), "up": ("up_proj", "fc1", "c_fc", "dense_h_to_4h", "w3"),
-        "down": ("down_proj", "fc2", "c_proj", "dense_4h_to_h", "w2")}
-
-
-def _module_kind(param_name: str, module) -> str:
-    """attn.q / attn.k / attn.v / attn.o / attn.qkv / mlp.gate / mlp.up / mlp.down / norm / other."""
-    if "norm" in type(module).__name__.lower() or "ln" in param_name.split(".")[-2:-1][0].lower():
-        return "norm"
-    parts = param_name.split(".")
-    leaf = parts[-2] if len(parts) >= 2 else parts[0]
-    path = ".".join(parts[:-2]).lower()
-    table, prefix = (_ATTN, "attn") if ("attn" in path or "attention" in path) else (_MLP, "mlp")
-    for kind, names in table.items():
-        if leaf in names:
-            return f"{prefix}.{kind}"
-    return f"{prefix}.other"
-
-
-def param_groups(model, scheme: str | dict | Callable = "paper") -> dict[str, str]:
-    """Map every trainable parameter name to its group.
-
-    Args:
-        scheme: "paper" (embed / shallow / middle / deep / lm; thirds of the blocks, final norm in
-            deep), "layer" (embed / block.i / final_norm / lm), "module" (embed / attn.q ... /
-            mlp.down / norm / lm), a dict {parameter name: group} or a function name -> group.
-    Returns:
-        {parameter name: group name} (names as in `model.named_parameters()`).
-    Used in: notebooks/03_g_effect_basics.ipynb
-    """
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if isinstance(scheme, dict):
-        missing = [n for n, _ in params if n not in scheme]
-        if missing:
-            raise GEffectError(f"groups mapping has no entry for {len(missing)} parameters, e.g. {missing[0]!r}.")
-        return {n: scheme[n] for n, _ in params}
-    if callable(scheme):
-        return {n: scheme(n) for n, _ in params}
-    if scheme not in ("paper", "layer", "module"):
-        raise GEffectError(f"Unknown group scheme {scheme!r}: use 'paper', 'layer', 'module', a dict or a function.")
-    blocks, n = find_blocks(model), _n_blocks(model)
-    thirds = np.array_split(np.arange(n), 3)
-    third_of = {int(i): name for part, name in zip(thirds, ("shallow", "middle", "deep")) for i in part}
-    embed_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-    head = model.get_output_embeddings()
-    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
-    modules = dict(model.named_modules())
-    out = {}
-    for name, p in params:
-        if id(p) in embed_ids:           # a tied matrix: the probe adds lm and tied_cross (see above)
-            out[name] = "embed"
-        elif id(p) in head_ids:
-            out[name] = "lm"
-        elif name.startswith(blocks + "."):
-            i = int(name[len(blocks) + 1:].split(".")[0])
-            out[name] = {"paper": third_of[i], "layer": f"block.{i}"}.get(
-                scheme, lambda: _module_kind(name, modules[name.rsplit(".", 1)[0]]))
-            if callable(out[name]):
-                out[name] = out[name]()
-        else:                            # final norm and anything else outside the blocks
-            out[name] = {"paper": "deep", "layer": "final_norm", "module": "norm"}[scheme]
-    return out
-
-
-def group_order(model, scheme: str = "paper") -> list[str]:
-    """Groups of a scheme in network order (for plotting)."""
-    if scheme == "paper":
-        return ["embed", "shallow", "middle", "deep", "lm"]
-    if scheme == "layer":
-        return ["embed", *[f"block.{i}" for i in range(_n_blocks(model))], "final_norm", "lm"]
-    seen = list(dict.fromkeys(param_groups(model, scheme).values()))
-    return ["embed", *sorted(g for g in seen if g not in ("embed", "lm")), "lm"]
-
-
-def _tied(model) -> bool:
-    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
-    return out is not None and inp is not None and out.weight is inp.weight
-
-
-@contextlib.contextmanager
-def _untied(model):
-    """Give the output head its own copy of a tied embedding matrix for the duration."""
-    if not _tied(model):
-        yield None
-        return
-    head, shared = model.get_output_embeddings(), model.get_input_embeddings().weight
-    head.weight = torch.nn.Parameter(shared.detach().clone(), requires_grad=shared.requires_grad)
-    try:
-        yield head.weight
-    finally:
-        head.weight = shared
+    """The probe cannot do what was asked (e.g. step a tied model); says the fix."""
 
 
 # ---------------------------------------------------------------- streaming dot products
@@ -293,7 +179,7 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)
-    with _untied(model) as head_copy:
+    with untied(model) as head_copy:
         refs = {}
         _objective_backward(model, objective, forget, None, tokenizer, ref, hparams, batch_size, template, max_length)
         refs[objective] = _take_grads(model)
@@ -312,7 +198,7 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
                 raise GEffectError("Stepping a model with tied embeddings is not supported by this probe helper.")
             grad = {p: sum(r[p] for r in refs.values() if p in r) for p in set().union(*refs.values())}
     model.train(was_training)
-    order = list(dict.fromkeys([*_ordered_groups(model, groups, group_of), "tied_cross"]))
+    order = list(dict.fromkeys([*ordered_groups(model, groups, group_of), "tied_cross"]))
     rows = []
     for slot in refs:
         name = slot if slot == objective else f"{regularizer} x {reg_weight:g}"
@@ -424,8 +310,53 @@ def check_first_order(model, tokenizer, objective: str, forget, retain, *, lr: f
     return pd.DataFrame(rows)
 
 
-def _ordered_groups(model, scheme, group_of: dict) -> list[str]:
-    present = list(dict.fromkeys(group_of.values()))
-    if isinstance(scheme, str):
-        return [g for g in group_order(model, scheme) if g in present or g in ("embed", "lm")]
-    return present
+def pg_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict | None = None, ref=None,
+              batch_size: int = 16, template: str = "auto", max_length: int = 512) -> pd.DataFrame:
+    """Instance-wise G-effects: for each forget example s, ∇R(D)ᵀ∇log p(s) for D = D_u and D_r.
+
+    log p(s) is summed over the answer tokens, so NPO's G-effect is Σ_s w(s)/N · pg(s) and GA's
+    Σ_s pg(s) / (N |s|). The objective's weight for each example is attached: NPO/SimNPO's
+    sequence weight w(s), or the mean token weight of the token-weighting objectives (1 for GA).
+    Keeps ∇R(D_u) and ∇R(D_r) (two gradient copies) while one backward per example streams.
+    Returns:
+        DataFrame, one row per forget example: item, question, pg_u, pg_r, weight, n_tokens, nll.
+    Used in: notebooks/05_npo_and_tnpo.ipynb
+    """
+    objectives.get(objective)
+    forget, retain = list(forget), list(retain)
+    if ref is None and objectives.needs_reference(objective):
+        ref = objectives.make_reference(model)
+    if tied(model):
+        raise GEffectError("pg_effect does not split tied embeddings; use g_effect for tied models.")
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    refs = {}
+    for slot, records in (("u", forget), ("r", retain)):
+        _risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size)
+        refs[slot] = _take_grads(model)
+    pairs = {p: [(slot, "all", g[p]) for slot, g in refs.items() if p in g] for p in refs["u"]}
+    data = ForgetRetainDataset(forget, None, tokenizer, template, max_length)
+    device, collate, rows = next(model.parameters()).device, Collator(tokenizer), []
+    for i in range(len(data)):
+        batch = _to(collate([data[i]]), device)
+        with torch.no_grad():
+            out = objectives.get(objective)(model, batch, ref=ref, **(hparams or {}))
+        if out.seq_weights is not None:
+            weight = float(out.seq_weights[0])
+        elif out.token_weights is not None:
+            mask = batch["forget"]["labels"][:, 1:] != -100
+            weight = float(out.token_weights[mask].mean())
+        else:
+            weight = float("nan")
+        part = batch["forget"]
+        logp, mask = objectives.answer_logprobs(model(input_ids=part["input_ids"],
+                                                      attention_mask=part["attention_mask"]).logits, part["labels"])
+        with _Streamer(pairs) as stream:
+            logp.sum().backward()
+        n = int(mask.sum())
+        rows.append({"item": i, "question": forget[i]["question"], "pg_u": stream.sums[("u", "all")],
+                     "pg_r": stream.sums[("r", "all")], "weight": weight, "n_tokens": n,
+                     "nll": -float(logp.detach().sum()) / n})
+    model.train(was_training)
+    return pd.DataFrame(rows)

@@ -30,7 +30,7 @@ def test_groups_follow_the_model(random_model):
     assert module["model.layers.0.self_attn.k_proj.weight"] == "attn.k"
     assert module["model.layers.0.mlp.down_proj.weight"] == "mlp.down"
     assert module["model.layers.0.post_attention_layernorm.weight"] == "norm"
-    with pytest.raises(geffect.GEffectError, match="Unknown group scheme 'thirds'"):
+    with pytest.raises(geffect.GroupError, match="Unknown group scheme 'thirds'"):
         geffect.param_groups(random_model, "thirds")
 
 
@@ -94,3 +94,22 @@ def test_sgd_trajectory_tracks_proposition_1(random_model, tiny_tokenizer):
     assert list(tot.index) == [0, 1, 2, 3]
     assert tot.risk_u.iloc[-1] > tot.risk_u.iloc[0]                         # GA raises the forget risk
     assert (abs(tot.risk_u - tot.pred_risk_u) / abs(tot.risk_u - tot.risk_u.iloc[0]).clip(lower=1e-12)).iloc[1:].max() < 0.1
+
+
+def test_instance_effects_add_up_to_the_g_effect(random_model, tiny_tokenizer):
+    n = len(FORGET)
+    ref = geffect.objectives.make_reference(random_model)
+    with torch.no_grad():    # a reference that differs, so the NPO weights are not all 1
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    pg = geffect.pg_effect(random_model, tiny_tokenizer, "npo", FORGET, RETAIN, hparams={"beta": 0.5}, ref=ref)
+    e = geffect.g_effect(random_model, tiny_tokenizer, "npo", FORGET, RETAIN, hparams={"beta": 0.5}, ref=ref)
+    total = e[(e.component == "total") & (e.group == "total")].iloc[0]
+    assert (pg.weight * pg.pg_u).sum() / n == pytest.approx(total.e_u, rel=1e-4)
+    assert (pg.weight * pg.pg_r).sum() / n == pytest.approx(total.e_r, rel=1e-4)
+    assert pg.weight.std() > 0
+    ga = geffect.g_effect(random_model, tiny_tokenizer, "ga", FORGET, RETAIN)
+    ga_total = ga[(ga.component == "total") & (ga.group == "total")].iloc[0]
+    pg_ga = geffect.pg_effect(random_model, tiny_tokenizer, "ga", FORGET, RETAIN)
+    assert (pg_ga.pg_u / pg_ga.n_tokens).sum() / n == pytest.approx(ga_total.e_u, rel=1e-4)
+    assert (pg_ga.weight == 1).all()

@@ -1,0 +1,46 @@
+"""The G-effect along a run: from checkpoints and live, which must agree."""
+import numpy as np
+import pytest
+
+from kit import probes
+from kit.data import load_split
+from kit.unlearn import UnlearnConfig, unlearn
+
+FORGET = list(load_split("forget01"))[:8]
+RETAIN = list(load_split("retain99"))[:8]
+
+
+def test_live_callback_equals_checkpoint_probe(random_model, tiny_tokenizer, tmp_path):
+    config = UnlearnConfig(objective="npo", hparams={"beta": 0.5}, regularizer="nll", epochs=2, lr=1e-2,
+                           batch_size=4, save_every=2, seed=0)
+    live = probes.GEffectCallback(tiny_tokenizer, FORGET, RETAIN, config, every=2)
+    unlearn(random_model, tiny_tokenizer, FORGET, RETAIN, config=config, run_dir=tmp_path / "run", callbacks=[live])
+    after = probes.g_effect_over_run(tmp_path / "run", tiny_tokenizer, FORGET, RETAIN)
+    now = live.frame()
+    assert sorted(now.step.unique()) == sorted(after.step.unique()) == [0, 2, 4]
+    key = ["step", "component", "group"]
+    merged = now.merge(after, on=key, suffixes=("_live", "_ckpt"))
+    assert len(merged) == len(now) == len(after)
+    assert np.allclose(merged.e_u_live, merged.e_u_ckpt, rtol=1e-4, atol=1e-7)
+    assert np.allclose(merged.e_r_live, merged.e_r_ckpt, rtol=1e-4, atol=1e-7)
+    assert set(now.component) == {"npo", "nll x 1", "total"}
+
+
+def test_ema_mode_reports_every_k_steps(random_model, tiny_tokenizer):
+    config = UnlearnConfig(objective="ga", epochs=2, lr=1e-2, batch_size=4, seed=0)
+    ema = probes.GEffectCallback(tiny_tokenizer, FORGET, RETAIN, config, every=2, mode="ema", batch_size=4)
+    unlearn(random_model, tiny_tokenizer, FORGET, RETAIN, config=config, callbacks=[ema])
+    df = ema.frame()
+    totals = df[df.group == "total"]
+    assert list(totals.step) == [0, 2, 4] and np.isfinite(totals.e_u).all()
+    assert (totals.e_u < 0).all()          # GA lowers log-likelihood on the forget batch it sees
+    with pytest.raises(probes.geffect.GEffectError, match="Unknown G-effect mode"):
+        probes.GEffectCallback(tiny_tokenizer, FORGET, RETAIN, config, mode="smooth")
+
+
+def test_missing_checkpoint_is_a_clear_error(random_model, tiny_tokenizer, tmp_path):
+    config = UnlearnConfig(objective="ga", epochs=1, lr=1e-2, batch_size=4, save_every=1, seed=0)
+    unlearn(random_model, tiny_tokenizer, FORGET, config=config, run_dir=tmp_path / "run")
+    (tmp_path / "run" / "checkpoint-1" / "model.safetensors").unlink()
+    with pytest.raises(probes.geffect.GEffectError, match="checkpoint-1 has no model.safetensors"):
+        probes.g_effect_over_run(tmp_path / "run", tiny_tokenizer, FORGET, RETAIN)
