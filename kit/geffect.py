@@ -226,6 +226,9 @@ def risk(model, tokenizer, records, template: str = "auto", max_length: int = 51
     return total / len(data)
 
 
+NOISE_FLOOR = 1e-9   # risk changes below this are rounding (fp32 RMSNorm inside fp64 Llama models)
+
+
 @torch.no_grad()
 def _step(model, grad: dict, lr: float, only: set | None = None) -> None:
     for p in model.parameters():
@@ -241,7 +244,8 @@ def sgd_trajectory(model, tokenizer, objective: str, forget, retain, *, lr: floa
 
     Proposition 1 (first-order form): R(θ_T) − R(θ_0) ≈ −η Σ_t e^(t). The table has, per step and
     group, e_u and e_r; the totals rows also carry the measured risks and the first-order
-    predictions (`risk_u`, `risk_r`, `pred_risk_u`, `pred_risk_r`). The model is changed in place.
+    predictions (`risk_u`, `risk_r`, `pred_risk_u`, `pred_risk_r`). The model is changed in place;
+    if the risk diverges to inf/NaN the table ends at the last finite step.
     Used in: notebooks/03_g_effect_basics.ipynb
     """
     if ref is None and objectives.needs_reference(objective, regularizer):
@@ -250,6 +254,8 @@ def sgd_trajectory(model, tokenizer, objective: str, forget, retain, *, lr: floa
     frames, pred = [], {}
     for t in range(steps + 1):
         r_u, r_r = risk(model, tokenizer, forget, *args), risk(model, tokenizer, retain, *args)
+        if not (np.isfinite(r_u) and np.isfinite(r_r)):
+            break                                  # diverged: keep the steps that were finite
         if t == 0:
             pred = {"u": r_u, "r": r_r}
         df, grad = _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref,
@@ -266,17 +272,22 @@ def sgd_trajectory(model, tokenizer, objective: str, forget, retain, *, lr: floa
 
 
 def check_first_order(model, tokenizer, objective: str, forget, retain, *, lr: float = 1e-3,
+                      step_norm: float | None = None,
                       hparams: dict | None = None, regularizer: str = "none", reg_weight: float = 1.0,
                       ref=None, groups="paper", per_group: bool = True, double: bool = True,
                       batch_size: int = 16, template: str = "auto", max_length: int = 512) -> pd.DataFrame:
     """One plain SGD step θ − η∇L: the predicted risk change −η·e against the measured one.
 
     Runs on a copy of the model (in fp64 by default, so small risk changes are resolved); with
-    `per_group`, also steps each group alone (its prediction is −η·e_g). Llama's RMSNorm computes
+    `per_group`, also steps each group alone (its prediction is −η·e_g). With `step_norm`, η is
+    chosen so that the whole step has that length, ‖η∇L‖ = step_norm: objectives whose gradients
+    differ by orders of magnitude (RMU's is huge) are then compared at the same distance in weight
+    space, where the curvature term is equally small. Llama's RMSNorm computes
     in fp32 even in an fp64 model, so risk changes below ~1e-9 are noise: choose `lr` so that
     η·|e| is well above that, and small enough that the second-order term stays negligible.
     Returns:
-        DataFrame: scope ("all" or a group), data ("forget"/"retain"), e, predicted, measured, rel_error.
+        DataFrame: scope ("all" or a group), data ("forget"/"retain"), lr, e, predicted, measured,
+        rel_error, resolved (|predicted| at least 100× the ~1e-9 noise floor, so rel_error means something).
     Used in: notebooks/03_g_effect_basics.ipynb
     """
     import copy
@@ -287,6 +298,8 @@ def check_first_order(model, tokenizer, objective: str, forget, retain, *, lr: f
         work, ref = work.double(), (copy.deepcopy(ref).double() if ref is not None else None)
     df, grad = _probe(work, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref,
                       groups, batch_size, template, max_length, keep_grad=True)
+    if step_norm is not None:
+        lr = step_norm / float(torch.sqrt(sum((g.double() ** 2).sum() for g in grad.values())))
     totals = df[df.component == "total"].set_index("group")
     group_of = param_groups(work, groups)
     named = dict(work.named_parameters())
@@ -302,8 +315,9 @@ def check_first_order(model, tokenizer, objective: str, forget, retain, *, lr: f
         for k, records in data.items():
             e = totals.loc["total" if scope == "all" else scope, "e_u" if k == "forget" else "e_r"]
             measured = risk(work, tokenizer, records, template, max_length) - base[k]
-            rows.append({"scope": scope, "data": k, "e": e, "predicted": -lr * e, "measured": measured,
-                         "rel_error": abs(measured + lr * e) / max(abs(measured), 1e-30)})
+            rows.append({"scope": scope, "data": k, "lr": lr, "e": e, "predicted": -lr * e, "measured": measured,
+                         "rel_error": abs(measured + lr * e) / max(abs(measured), 1e-30),
+                         "resolved": abs(lr * e) >= NOISE_FLOOR * 100})
         with torch.no_grad():
             for p, v in original.items():
                 p.copy_(v)
