@@ -94,26 +94,57 @@ def _to(batch, device):
     return batch.to(device)
 
 
+def _item_nll_sum(logits, labels) -> torch.Tensor:
+    """Σ over the batch of each item's mean answer-token NLL."""
+    logp, mask = objectives.answer_logprobs(logits, labels)
+    return -(logp.sum(1) / mask.sum(1).clamp(min=1)).sum()
+
+
 def _risk_backward(model, dataset, tokenizer, batch_size: int) -> None:
     """Backward of R(D) = mean over items of the mean answer-token NLL (gradient of the full mean)."""
     device, n = next(model.parameters()).device, len(dataset)
     for batch in _batches(dataset, tokenizer, batch_size):
         batch = _to(batch, device)
-        logp, mask = objectives.answer_logprobs(model(input_ids=batch["input_ids"],
-                                                      attention_mask=batch["attention_mask"]).logits, batch["labels"])
-        nll = -(logp.sum(1) / mask.sum(1).clamp(min=1))
-        (nll.sum() / n).backward()
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        (_item_nll_sum(logits, batch["labels"]) / n).backward()
+
+
+class _SharedForward:
+    """Model stand-in that keeps its forward pass on one input (the forget batch), so the forget
+    risk can reuse it instead of running the model again; everything else goes to the model."""
+
+    def __init__(self, model, input_ids: torch.Tensor):
+        self.model, self.key, self.out = model, input_ids, None
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, input_ids=None, attention_mask=None, **kw):
+        if input_ids is not self.key:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kw)
+        if self.out is None:
+            self.out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return self.out
 
 
 def _objective_backward(model, name, forget, retain, tokenizer, ref, hparams, batch_size, template, max_length):
-    """Backward of L(D_u) = the objective's mean over the forget set (retain/idk parts as it needs)."""
+    """Backward of L(D_u) = the objective's mean over the forget set (retain/idk parts as it needs).
+
+    When the forget set is a single batch, returns (forget part, forward output) with the graph
+    kept, so the forget risk's backward can reuse that forward; otherwise None.
+    """
     data = ForgetRetainDataset(forget, retain, tokenizer, template, max_length,
                                with_idk=name in ("po", "idkdpo"), seed=0)
     device, n = next(model.parameters()).device, len(data)
+    shared = None
     for start in range(0, n, batch_size):
-        part = Collator(tokenizer)([data[i] for i in range(start, min(start + batch_size, n))])
-        out = objectives.get(name)(model, _to(part, device), ref=ref, **hparams)
-        (out.loss * (len(part["forget"]["input_ids"]) / n)).backward()
+        part = _to(Collator(tokenizer)([data[i] for i in range(start, min(start + batch_size, n))]), device)
+        runner = _SharedForward(model, part["forget"]["input_ids"]) if n <= batch_size else model
+        out = objectives.get(name)(runner, part, ref=ref, **hparams)
+        keep = n <= batch_size and runner.out is not None
+        (out.loss * (len(part["forget"]["input_ids"]) / n)).backward(retain_graph=keep)
+        shared = (part["forget"], runner.out) if keep else None
+    return shared
 
 
 def _regularizer_backward(model, name, retain, tokenizer, ref, batch_size, template, max_length):
@@ -181,7 +212,8 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
     model.zero_grad(set_to_none=True)
     with untied(model) as head_copy:
         refs = {}
-        _objective_backward(model, objective, forget, None, tokenizer, ref, hparams, batch_size, template, max_length)
+        shared = _objective_backward(model, objective, forget, None, tokenizer, ref, hparams, batch_size,
+                                     template, max_length)
         refs[objective] = _take_grads(model)
         if regularizer != "none":
             _regularizer_backward(model, regularizer, retain, tokenizer, ref, batch_size, template, max_length)
@@ -190,7 +222,12 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
         sums = {}
         for risk, records in (("e_u", forget), ("e_r", retain)):
             with _Streamer(pairs) as stream:
-                _risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size)
+                if risk == "e_u" and shared is not None:      # reuse the objective's forward pass
+                    part, out = shared
+                    (_item_nll_sum(out.logits, part["labels"]) / len(forget)).backward()
+                    shared = None
+                else:
+                    _risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size)
             sums[risk] = stream.sums
         grad = None
         if keep_grad:

@@ -125,7 +125,8 @@ def untied(model):
         yield None
         return
     head, shared = model.get_output_embeddings(), model.get_input_embeddings().weight
-    head.weight = torch.nn.Parameter(shared.detach().clone(), requires_grad=shared.requires_grad)
+    # same storage (no copy of the matrix), but its own gradient
+    head.weight = torch.nn.Parameter(shared.detach(), requires_grad=shared.requires_grad)
     try:
         yield head.weight
     finally:

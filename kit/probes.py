@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, TrainerCallback
+from transformers.utils import logging
 
 from kit import geffect, objectives
 from kit.data import Collator, ForgetRetainDataset, QADataset
@@ -29,7 +30,11 @@ def _load_checkpoint(run_dir: Path, step: int, like):
     if not (folder / "model.safetensors").exists():
         raise geffect.GEffectError(f"{folder} has no model.safetensors (half-written or deleted); "
                                    "rerun the unlearning or pass steps= without it.")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=next(like.parameters()).dtype if like else torch.float32)
+    logging.disable_progress_bar()          # one bar per checkpoint is noise
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=next(like.parameters()).dtype if like else torch.float32)
+    finally:
+        logging.enable_progress_bar()
     return model.eval()
 
 
@@ -61,6 +66,27 @@ def g_effect_over_run(run_dir: str | Path, tokenizer, forget, retain, *, groups=
         df = geffect.g_effect(model, tokenizer, config["objective"], forget, retain, hparams=config["hparams"],
                               regularizer=regularizer, reg_weight=config["reg_weight"], ref=ref, groups=groups,
                               batch_size=batch_size, template=template)
+        frames.append(df.assign(step=step))
+    return pd.concat(frames, ignore_index=True)
+
+
+def pg_effect_over_run(run_dir: str | Path, tokenizer, forget, retain, *, steps=None,
+                       batch_size: int = 16, template: str = "auto") -> pd.DataFrame:
+    """Instance-wise G-effects (kit.geffect.pg_effect) at saved checkpoints of a run, with `step`.
+
+    The reference model of NPO-style weights is the run's checkpoint-0 (the original model).
+    Used in: notebooks/05_npo_and_tnpo.ipynb
+    """
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    config = manifest["config"]
+    steps = sorted(manifest["steps"] if steps is None else steps)
+    original = _load_checkpoint(run_dir, 0, None)
+    frames = []
+    for step in steps:
+        model = original if step == 0 else _load_checkpoint(run_dir, step, original)
+        df = geffect.pg_effect(model, tokenizer, config["objective"], forget, retain, hparams=config["hparams"],
+                               ref=original, batch_size=batch_size, template=template)
         frames.append(df.assign(step=step))
     return pd.concat(frames, ignore_index=True)
 

@@ -1,4 +1,5 @@
 """The G-effect: groups, exactness against dense gradients, and the first-order risk change."""
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -113,3 +114,11 @@ def test_instance_effects_add_up_to_the_g_effect(random_model, tiny_tokenizer):
     pg_ga = geffect.pg_effect(random_model, tiny_tokenizer, "ga", FORGET, RETAIN)
     assert (pg_ga.pg_u / pg_ga.n_tokens).sum() / n == pytest.approx(ga_total.e_u, rel=1e-4)
     assert (pg_ga.weight == 1).all()
+
+
+@pytest.mark.parametrize("objective,hparams", [("ga", {}), ("npo", {"beta": 0.5}), ("rmu", {"layer": 0, "coeff": 2.0}),
+                                               ("po", {})])
+def test_shared_forward_pass_gives_the_same_numbers(random_model, tiny_tokenizer, objective, hparams):
+    one = geffect.g_effect(random_model, tiny_tokenizer, objective, FORGET, RETAIN, hparams=hparams, batch_size=16)
+    two = geffect.g_effect(random_model, tiny_tokenizer, objective, FORGET, RETAIN, hparams=hparams, batch_size=4)
+    assert np.allclose(one[["e_u", "e_r"]].values, two[["e_u", "e_r"]].values, rtol=1e-4, atol=1e-9)

@@ -44,3 +44,13 @@ def test_missing_checkpoint_is_a_clear_error(random_model, tiny_tokenizer, tmp_p
     (tmp_path / "run" / "checkpoint-1" / "model.safetensors").unlink()
     with pytest.raises(probes.geffect.GEffectError, match="checkpoint-1 has no model.safetensors"):
         probes.g_effect_over_run(tmp_path / "run", tiny_tokenizer, FORGET, RETAIN)
+
+
+def test_instance_effects_over_a_run(random_model, tiny_tokenizer, tmp_path):
+    config = UnlearnConfig(objective="npo", hparams={"beta": 0.5}, epochs=2, lr=1e-2, batch_size=4, save_every=2, seed=0)
+    unlearn(random_model, tiny_tokenizer, FORGET, config=config, run_dir=tmp_path / "run")
+    pg = probes.pg_effect_over_run(tmp_path / "run", tiny_tokenizer, FORGET, RETAIN)
+    assert sorted(pg.step.unique()) == [0, 2, 4] and len(pg) == 3 * len(FORGET)
+    start = pg[pg.step == 0]
+    assert np.allclose(start.weight, 1.0)           # at θ_0, p = p_o: every NPO weight is 1
+    assert np.isfinite(pg[["pg_u", "pg_r", "weight"]].values).all()

@@ -1,0 +1,141 @@
+"""What does a G-effect probe cost, against a training step and against the reference protocol?
+
+Per model, on the same 16 forget and 16 retain items, three jobs:
+  (a) plain   one unlearning step as kit.unlearn takes it: GA forward + backward + AdamW update
+              (and `sgd`: the same with plain SGD, which keeps no optimizer state: the leanest baseline);
+  (b) probe   kit.geffect.g_effect: ∇L kept where training keeps its gradient, the two risk
+              gradients streamed through it parameter by parameter (3 forward + 3 backward);
+  (c) ref     a straightforward re-implementation of the published protocol: four forward and
+              four backward passes per micro-batch, three full gradient copies (kept in fp32),
+              smoothed by an EMA (0.6 old, 0.4 new), dot products at the end.
+Each job runs in its own process (so peak memory can be compared), timed as the median of
+several repetitions after a warm-up. Extra memory is the peak RSS above the AdamW step and above
+the SGD step, in units of one fp32 gradient copy. One JSON line per model ends the output.
+
+Usage: python bench/geffect.py [tiny,smollm2-135m] [repetitions]
+"""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+N_ITEMS = 16
+
+
+def _setup(model_name: str):
+    import kit
+    model, tok = kit.load_model(model_name)
+    source, f, r = ("real", "forget", "retain") if model_name == "smollm2-135m" else ("builtin", "forget05", "retain95")
+    forget = list(kit.load_split(f, source))[:N_ITEMS]
+    retain = list(kit.load_split(r, source))[:N_ITEMS]
+    return model, tok, forget, retain
+
+
+def _batch(tok, records, device):
+    from kit.data import Collator, QADataset
+    data = QADataset(records, tok)
+    return {k: v.to(device) for k, v in Collator(tok)([data[i] for i in range(len(data))]).items()}
+
+
+def _nll(model, batch):
+    from kit.objectives import answer_logprobs
+    logp, mask = answer_logprobs(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                 batch["labels"])
+    return -(logp.sum(1) / mask.sum(1)).mean()
+
+
+def job_plain(model, tok, forget, retain, optimizer=torch.optim.AdamW):
+    opt = optimizer(model.parameters(), lr=1e-6)
+    batch = _batch(tok, forget, "cpu")
+
+    def run():
+        (-_nll(model, batch)).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return run
+
+
+def job_probe(model, tok, forget, retain):
+    from kit import geffect
+    return lambda: geffect.g_effect(model, tok, "ga", forget, retain, batch_size=N_ITEMS)
+
+
+def job_ref(model, tok, forget, retain):
+    """Four passes per micro-batch (training loss, then objective, forget risk and retain risk
+    again for the probe), three fp32 gradient copies with an EMA, dot products at the end."""
+    fb, rb = _batch(tok, forget, "cpu"), _batch(tok, retain, "cpu")
+    params = [p for p in model.parameters() if p.requires_grad]
+    ema = {}
+
+    def grads_of(loss):
+        loss.backward()
+        out = [p.grad.detach().float().cpu().clone() for p in params]
+        model.zero_grad(set_to_none=True)
+        return out
+
+    def run():
+        grads_of(-_nll(model, fb))                                  # the training step's own pass
+        fresh = {"L": grads_of(-_nll(model, fb)), "u": grads_of(_nll(model, fb)), "r": grads_of(_nll(model, rb))}
+        for key, gs in fresh.items():
+            ema[key] = gs if key not in ema else [0.6 * a + 0.4 * b for a, b in zip(ema[key], gs)]
+        e_u = sum(float((a * b).sum()) for a, b in zip(ema["u"], ema["L"]))
+        e_r = sum(float((a * b).sum()) for a, b in zip(ema["r"], ema["L"]))
+        return e_u, e_r
+    return run
+
+
+def worker(model_name: str, job: str, reps: int) -> None:
+    model, tok, forget, retain = _setup(model_name)
+    sgd = lambda *a: job_plain(*a, optimizer=torch.optim.SGD)  # noqa: E731
+    run = {"plain": job_plain, "sgd": sgd, "probe": job_probe, "ref": job_ref}[job](model, tok, forget, retain)
+    run()                                                           # warm-up
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    grad_bytes = 4 * sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(json.dumps({"seconds": statistics.median(times), "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      "grad_bytes": grad_bytes}))
+
+
+def measure(model_name: str, job: str, reps: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", model_name, job, str(reps)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(models: list[str], reps: int) -> None:
+    lines = []
+    for name in models:
+        res = {job: measure(name, job, reps) for job in ("plain", "sgd", "probe", "ref")}
+        grad = res["plain"]["grad_bytes"]
+        extra = {job: (res[job]["peak_rss"] - res["plain"]["peak_rss"]) / grad for job in res}
+        extra_sgd = {job: (res[job]["peak_rss"] - res["sgd"]["peak_rss"]) / grad for job in res}
+        print(f"\n{name}: {N_ITEMS} forget + {N_ITEMS} retain items, median of {reps}, one gradient copy = {grad / 2**20:.1f} MiB")
+        print(f"  {'job':<8}{'seconds':>10}{'x plain':>10}{'peak RSS MiB':>15}{'extra vs AdamW step':>21}{'extra vs SGD step':>19}")
+        for job, r in res.items():
+            print(f"  {job:<8}{r['seconds']:>10.3f}{r['seconds'] / res['plain']['seconds']:>10.2f}"
+                  f"{r['peak_rss'] / 2**20:>15.0f}{extra[job]:>21.2f}{extra_sgd[job]:>19.2f}")
+        lines.append({"model": name, "probe_over_step": round(res["probe"]["seconds"] / res["plain"]["seconds"], 3),
+                      "reference_over_probe": round(res["ref"]["seconds"] / res["probe"]["seconds"], 3),
+                      "probe_extra_memory_in_grad_copies": round(extra["probe"], 3),
+                      "probe_extra_memory_vs_sgd_step": round(extra_sgd["probe"], 3),
+                      "reference_extra_memory_in_grad_copies": round(extra["ref"], 3)})
+    print()
+    for line in lines:
+        print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        main(sys.argv[1].split(",") if len(sys.argv) > 1 else ["tiny", "smollm2-135m"],
+             int(sys.argv[2]) if len(sys.argv) > 2 else 5)
