@@ -176,7 +176,7 @@ def _pairs(model, groups: dict[str, str], refs: dict, head_copy) -> dict:
 
 
 def g_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict | None = None,
-             regularizer: str = "none", reg_weight: float = 1.0, ref=None, groups="paper",
+             regularizer: str = "none", reg_weight: float = 1.0, reg_retain=None, ref=None, groups="paper",
              batch_size: int = 16, template: str = "auto", max_length: int = 512) -> pd.DataFrame:
     """The exact G-effects e_u = ∇R(D_u)ᵀ∇L and e_r = ∇R(D_r)ᵀ∇L, by parameter group.
 
@@ -185,6 +185,8 @@ def g_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict 
         objective: a kit.objectives name; `hparams` its hyperparameters.
         forget, retain: records of D_u and D_r (R is the mean answer NLL per item, averaged).
         regularizer, reg_weight: a retain regulariser ("nll" or "kl") probed as its own component.
+        reg_retain: the retain records the regulariser trains on (default: `retain`); pass other
+            items to measure on D_r how the regulariser's protection generalises.
         ref: frozen original model, made here when the objective or regulariser needs one.
         groups: "paper", "layer", "module", a {parameter: group} dict or a function (param_groups).
     Returns:
@@ -193,11 +195,11 @@ def g_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict 
     Used in: notebooks/03_g_effect_basics.ipynb
     """
     return _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref,
-                  groups, batch_size, template, max_length)[0]
+                  groups, batch_size, template, max_length, reg_retain=reg_retain)[0]
 
 
 def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref, groups,
-           batch_size, template, max_length, keep_grad: bool = False):
+           batch_size, template, max_length, keep_grad: bool = False, reg_retain=None):
     """g_effect's table, and (keep_grad) the total ∇L as {parameter: flat gradient}."""
     objectives.get(objective)
     if regularizer not in objectives.REGULARIZERS:
@@ -216,7 +218,8 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
                                      template, max_length)
         refs[objective] = _take_grads(model)
         if regularizer != "none":
-            _regularizer_backward(model, regularizer, retain, tokenizer, ref, batch_size, template, max_length)
+            _regularizer_backward(model, regularizer, list(reg_retain) if reg_retain is not None else retain,
+                                  tokenizer, ref, batch_size, template, max_length)
             refs[regularizer] = {p: reg_weight * g for p, g in _take_grads(model).items()}
         pairs = _pairs(model, group_of, refs, head_copy)
         sums = {}

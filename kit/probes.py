@@ -94,17 +94,19 @@ def pg_effect_over_run(run_dir: str | Path, tokenizer, forget, retain, *, steps=
 class GEffectCallback(TrainerCallback):
     """Computes the G-effect every `every` optimizer steps during `kit.unlearn` (and before step 1).
 
-    `GEffectCallback(tok, forget, retain, config)`; after the run, `.frame()` is the table of
+    `GEffectCallback(tok, forget, retain, config)`; `reg_retain` is the regulariser's own retain data
+    when it differs from the measured D_r. After the run, `.frame()` is the table of
     `g_effect` with a `step` column. With `mode="ema"`, the reference code's smoothed
     micro-batch estimate instead (see the module docstring).
     """
 
     def __init__(self, tokenizer, forget, retain, config, *, every: int = 1, groups="paper",
-                 mode: str = "exact", ema: float = 0.6, batch_size: int = 16):
+                 mode: str = "exact", ema: float = 0.6, batch_size: int = 16, reg_retain=None):
         if mode not in ("exact", "ema"):
             raise geffect.GEffectError(f"Unknown G-effect mode {mode!r}: use 'exact' or 'ema'.")
         self.tokenizer, self.forget, self.retain, self.config = tokenizer, list(forget), list(retain), config
         self.every, self.groups, self.mode, self.ema, self.batch_size = every, groups, mode, ema, batch_size
+        self.reg_retain = list(reg_retain) if reg_retain is not None else None   # the regulariser's data
         self.frames: list[pd.DataFrame] = []
         self.ref = None
         self._avg: dict[str, dict] = {}
@@ -119,7 +121,8 @@ class GEffectCallback(TrainerCallback):
         c = self.config
         df = geffect.g_effect(model, self.tokenizer, c.objective, self.forget, self.retain, hparams=c.hparams,
                               regularizer=c.regularizer, reg_weight=c.reg_weight, ref=self._reference(model),
-                              groups=self.groups, batch_size=self.batch_size, template=c.template)
+                              groups=self.groups, batch_size=self.batch_size, template=c.template,
+                              reg_retain=self.reg_retain)
         self.frames.append(df.assign(step=step))
 
     def _sample(self, records) -> list:

@@ -122,3 +122,15 @@ def test_shared_forward_pass_gives_the_same_numbers(random_model, tiny_tokenizer
     one = geffect.g_effect(random_model, tiny_tokenizer, objective, FORGET, RETAIN, hparams=hparams, batch_size=16)
     two = geffect.g_effect(random_model, tiny_tokenizer, objective, FORGET, RETAIN, hparams=hparams, batch_size=4)
     assert np.allclose(one[["e_u", "e_r"]].values, two[["e_u", "e_r"]].values, rtol=1e-4, atol=1e-9)
+
+
+def test_kl_regulariser_has_no_g_effect_at_the_reference_and_reg_retain_is_used(random_model, tiny_tokenizer):
+    df = geffect.g_effect(random_model, tiny_tokenizer, "ga", FORGET, RETAIN, regularizer="kl")
+    tot = df[df.group == "total"].set_index("component")
+    assert abs(tot.loc["kl x 1", "e_r"]) < 1e-9 * abs(tot.loc["ga", "e_r"]) + 1e-12   # ∇KL = 0 at θ = θ_o
+    other = list(load_split("retain99"))[20:26]
+    a = geffect.g_effect(random_model, tiny_tokenizer, "ga", FORGET, RETAIN, regularizer="nll")
+    b = geffect.g_effect(random_model, tiny_tokenizer, "ga", FORGET, RETAIN, regularizer="nll", reg_retain=other)
+    ea = a[(a.component == "nll x 1") & (a.group == "total")].e_r.iloc[0]
+    eb = b[(b.component == "nll x 1") & (b.group == "total")].e_r.iloc[0]
+    assert ea > 0 and not np.isclose(ea, eb)
