@@ -6,7 +6,7 @@
 """
 from kit import geffect, objectives
 from kit.data import DataError, ForgetRetainDataset, QADataset, list_splits, load_split
-from kit.evaluation import answer_scores, generate_answers, keep_known, knowledge_table
+from kit.evaluation import answer_scores, generate_answers, keep_known, knowledge_table, matched_forgetting
 from kit.models import ModelError, build_tiny, build_tiny_family, count_parameters, load_model
 from kit.report import environment_report, record
 from kit.train import FinetuneConfig, finetune
@@ -17,5 +17,5 @@ __all__ = [
     "geffect", "objectives", "DataError", "ModelError", "FinetuneConfig", "ForgetRetainDataset", "QADataset",
     "TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn",
     "answer_scores", "build_tiny", "build_tiny_family", "count_parameters", "environment_report", "finetune",
-    "generate_answers", "keep_known", "knowledge_table", "list_splits", "load_model", "load_split", "record",
+    "generate_answers", "keep_known", "knowledge_table", "list_splits", "matched_forgetting", "load_model", "load_split", "record",
 ]

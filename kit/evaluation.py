@@ -7,6 +7,7 @@ The basic quantities every later metric builds on, computed in batches:
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -136,3 +137,27 @@ def keep_known(model, tokenizer, records, max_new_tokens: int = 16, batch_size: 
         tmp.write_text(json.dumps(verdicts))
         tmp.replace(path)
     return [r for r, ok in zip(records, verdicts) if ok]
+
+
+def matched_forgetting(losses: pd.DataFrame, by: str = "objective", levels: int = 4) -> pd.DataFrame:
+    """Retain NLL of each run at the same forget NLL: the fair way to compare unlearning runs.
+
+    Args:
+        losses: TrackSplits frames of several runs (columns step, split in {"forget", "retain"},
+            nll, and `by` naming the run).
+        levels: how many forget-NLL levels, evenly spaced from just above the start to the
+            highest level every run reached.
+    Returns:
+        DataFrame indexed by forget NLL, one column per run: the retain NLL when that run's forget
+        NLL first reached the level (linear interpolation between probes).
+    Used in: notebooks/04_ga_and_wga.ipynb
+    """
+    curve = losses.pivot_table(index=[by, "step"], columns="split", values="nll").reset_index()
+    runs = list(dict.fromkeys(curve[by]))
+    reached = min(curve[curve[by] == r].forget.max() for r in runs)
+    grid = np.linspace(curve.forget.min() * 1.5, reached, levels)
+    out = {}
+    for r in runs:
+        c = curve[curve[by] == r].sort_values("step")
+        out[r] = np.interp(grid, np.maximum.accumulate(c.forget.values), c.retain.values)
+    return pd.DataFrame(out, index=pd.Index(grid.round(3), name="forget NLL"))

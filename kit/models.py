@@ -155,7 +155,7 @@ def build_tiny_family(recipe: TinyRecipe = TinyRecipe(), progress: bool = True,
     """Build every missing tiny variant in parallel worker processes; returns {variant: folder}.
 
     Small models use cores poorly, so one single-threaded worker per core beats one process
-    with every core (about 15% on 2 cores, measured in bench/build_tiny.py).
+    with every core (1.34x the throughput on 2 cores, measured in bench/build_tiny.py).
     """
     root = tiny_dir(recipe)
     missing = [v for v in TINY_VARIANTS if not (root / v / "done.json").exists()]

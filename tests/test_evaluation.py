@@ -38,3 +38,18 @@ def test_keep_known_caches_its_verdicts(monkeypatch, cache, random_model, tiny_t
     kept = evaluation.keep_known(random_model, tiny_tokenizer, records, cache_key="m")
     again = evaluation.keep_known(random_model, tiny_tokenizer, records, cache_key="m")
     assert kept == again == [records[0]] and len(calls) == 1
+
+
+def test_matched_forgetting_compares_runs_at_equal_forget_nll():
+    import pandas as pd
+
+    from kit.evaluation import matched_forgetting
+    rows = []
+    for run, slope in [("a", 1.0), ("b", 0.5)]:        # retain rises 1.0 (a) or 0.5 (b) per unit of forgetting
+        for step, f in enumerate([0.1, 0.5, 1.0, 2.0]):
+            rows += [{"run": run, "step": step, "split": "forget", "nll": f},
+                     {"run": run, "step": step, "split": "retain", "nll": 0.1 + slope * (f - 0.1)}]
+    table = matched_forgetting(pd.DataFrame(rows), by="run", levels=3)
+    assert list(table.columns) == ["a", "b"] and table.index[-1] == 2.0
+    assert (table["b"] < table["a"]).all()
+    assert table.loc[2.0, "a"] == pytest.approx(2.0) and table.loc[2.0, "b"] == pytest.approx(1.05)
