@@ -100,9 +100,10 @@ def _item_nll_sum(logits, labels) -> torch.Tensor:
     return -(logp.sum(1) / mask.sum(1).clamp(min=1)).sum()
 
 
-def _risk_backward(model, dataset, tokenizer, batch_size: int) -> None:
-    """Backward of R(D) = mean over items of the mean answer-token NLL (gradient of the full mean)."""
-    device, n = next(model.parameters()).device, len(dataset)
+def _risk_backward(model, dataset, tokenizer, batch_size: int, total: int | None = None) -> None:
+    """Backward of R(D) = mean over items of the mean answer-token NLL (gradient of the full mean;
+    `total` items over all processes when this process holds a shard)."""
+    device, n = next(model.parameters()).device, total or len(dataset)
     for batch in _batches(dataset, tokenizer, batch_size):
         batch = _to(batch, device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -127,7 +128,8 @@ class _SharedForward:
         return self.out
 
 
-def _objective_backward(model, name, forget, retain, tokenizer, ref, hparams, batch_size, template, max_length):
+def _objective_backward(model, name, forget, retain, tokenizer, ref, hparams, batch_size, template, max_length,
+                        total: int | None = None):
     """Backward of L(D_u) = the objective's mean over the forget set (retain/idk parts as it needs).
 
     When the forget set is a single batch, returns (forget part, forward output) with the graph
@@ -142,17 +144,51 @@ def _objective_backward(model, name, forget, retain, tokenizer, ref, hparams, ba
         runner = _SharedForward(model, part["forget"]["input_ids"]) if n <= batch_size else model
         out = objectives.get(name)(runner, part, ref=ref, **hparams)
         keep = n <= batch_size and runner.out is not None
-        (out.loss * (len(part["forget"]["input_ids"]) / n)).backward(retain_graph=keep)
+        (out.loss * (len(part["forget"]["input_ids"]) / (total or n))).backward(retain_graph=keep)
         shared = (part["forget"], runner.out) if keep else None
     return shared
 
 
-def _regularizer_backward(model, name, retain, tokenizer, ref, batch_size, template, max_length):
+def _regularizer_backward(model, name, retain, tokenizer, ref, batch_size, template, max_length, total=None):
     data = QADataset(retain, tokenizer, template, max_length)
-    device, n, fn = next(model.parameters()).device, len(data), objectives.REGULARIZERS[name]
+    device, n, fn = next(model.parameters()).device, total or len(data), objectives.REGULARIZERS[name]
     for batch in _batches(data, tokenizer, batch_size):
         loss = fn(model, {"retain": _to(batch, device)}, ref=ref)
         (loss * (len(batch["input_ids"]) / n)).backward()
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) under torch.distributed, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _reduce(model, grads: dict, world: int) -> dict:
+    """Sum gradients over processes (every trainable parameter, in model order, zeros where absent)."""
+    if world == 1:
+        return grads
+    out = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            g = grads.get(p)
+            g = g.clone() if g is not None else torch.zeros(p.numel(), dtype=torch.promote_types(p.dtype, torch.float32),
+                                                            device=p.device)
+            torch.distributed.all_reduce(g)
+            out[p] = g
+    return out
+
+
+def _reduce_sums(sums: dict, pairs: dict) -> dict:
+    """Sum each process's partial dot products (same keys, same order on every process)."""
+    keys = sorted({(slot, group) for items in pairs.values() for slot, group, _ in items})
+    out = {}
+    for risk, part in sums.items():
+        vec = torch.tensor([part.get(k, 0.0) for k in keys], dtype=torch.float64)
+        torch.distributed.all_reduce(vec)
+        out[risk] = dict(zip(keys, vec.tolist()))
+    return out
 
 
 def _pairs(model, groups: dict[str, str], refs: dict, head_copy) -> dict:
@@ -206,6 +242,14 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
         raise objectives.ObjectiveError(f"Unknown regularizer {regularizer!r}: use one of "
                                         f"{', '.join(objectives.REGULARIZERS)}.")
     hparams, forget, retain = dict(hparams or {}), list(forget), list(retain)
+    reg_data = list(reg_retain) if reg_retain is not None else retain
+    rank, world = _world()
+    n_u, n_r, n_reg = len(forget), len(retain), len(reg_data)
+    if world > 1:   # each process takes a shard; gradients of L are summed, then partial dots
+        if min(n_u, n_r, n_reg) < world:
+            raise GEffectError(f"{world} processes but only {min(n_u, n_r, n_reg)} items in the smallest set; "
+                               "give every process at least one item.")
+        forget, retain, reg_data = forget[rank::world], retain[rank::world], reg_data[rank::world]
     if ref is None and objectives.needs_reference(objective, regularizer):
         ref = objectives.make_reference(model)
     group_of = param_groups(model, groups)
@@ -215,23 +259,26 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
     with untied(model) as head_copy:
         refs = {}
         shared = _objective_backward(model, objective, forget, None, tokenizer, ref, hparams, batch_size,
-                                     template, max_length)
-        refs[objective] = _take_grads(model)
+                                     template, max_length, total=n_u)
+        refs[objective] = _reduce(model, _take_grads(model), world)
         if regularizer != "none":
-            _regularizer_backward(model, regularizer, list(reg_retain) if reg_retain is not None else retain,
-                                  tokenizer, ref, batch_size, template, max_length)
-            refs[regularizer] = {p: reg_weight * g for p, g in _take_grads(model).items()}
+            _regularizer_backward(model, regularizer, reg_data, tokenizer, ref, batch_size, template, max_length,
+                                  total=n_reg)
+            refs[regularizer] = {p: reg_weight * g for p, g in _reduce(model, _take_grads(model), world).items()}
         pairs = _pairs(model, group_of, refs, head_copy)
         sums = {}
         for risk, records in (("e_u", forget), ("e_r", retain)):
             with _Streamer(pairs) as stream:
                 if risk == "e_u" and shared is not None:      # reuse the objective's forward pass
                     part, out = shared
-                    (_item_nll_sum(out.logits, part["labels"]) / len(forget)).backward()
+                    (_item_nll_sum(out.logits, part["labels"]) / n_u).backward()
                     shared = None
                 else:
-                    _risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size)
+                    _risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size,
+                                   total=n_u if risk == "e_u" else n_r)
             sums[risk] = stream.sums
+        if world > 1:
+            sums = _reduce_sums(sums, pairs)
         grad = None
         if keep_grad:
             if head_copy is not None:
