@@ -3,19 +3,36 @@
     from kit import load_model, load_split
     model, tok = load_model("tiny")                  # built on first use, then cached
     forget = load_split("forget01")                  # the kit's fictitious authors
+
+Names are imported on first use, so `python -m kit tofu-score` and `import kit.tofu` do not pay
+for torch and transformers until a model is touched.
 """
-from kit import geffect, objectives
-from kit.data import DataError, ForgetRetainDataset, QADataset, list_splits, load_split
-from kit.evaluation import answer_scores, generate_answers, keep_known, knowledge_table, matched_forgetting
-from kit.models import ModelError, build_tiny, build_tiny_family, count_parameters, load_model
-from kit.report import environment_report, record
-from kit.train import FinetuneConfig, finetune
-from kit.unlearn import TrackSplits, UnlearnConfig, UnlearnError, unlearn
+import importlib
 
 __version__ = "0.1.0"
-__all__ = [
-    "geffect", "objectives", "DataError", "ModelError", "FinetuneConfig", "ForgetRetainDataset", "QADataset",
-    "TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn",
-    "answer_scores", "build_tiny", "build_tiny_family", "count_parameters", "environment_report", "finetune",
-    "generate_answers", "keep_known", "knowledge_table", "list_splits", "matched_forgetting", "load_model", "load_split", "record",
-]
+
+_HOME = {  # public name -> module that defines it
+    **dict.fromkeys(["DataError", "ForgetRetainDataset", "QADataset", "list_splits", "load_split"], "kit.data"),
+    **dict.fromkeys(["answer_scores", "generate_answers", "keep_known", "knowledge_table", "matched_forgetting",
+                     "score_pairs"], "kit.evaluation"),
+    **dict.fromkeys(["ModelError", "build_tiny", "build_tiny_family", "count_parameters", "load_model"], "kit.models"),
+    **dict.fromkeys(["environment_report", "record"], "kit.report"),
+    **dict.fromkeys(["FinetuneConfig", "finetune"], "kit.train"),
+    **dict.fromkeys(["TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn"], "kit.unlearn"),
+    **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
+}
+_MODULES = ("attribution", "evaluation", "geffect", "groups", "mia", "models", "objectives", "probes", "tofu",
+            "unlearn")
+__all__ = sorted(_HOME) + list(_MODULES)
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(f"kit.{name}")
+    raise AttributeError(f"module 'kit' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

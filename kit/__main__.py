@@ -1,5 +1,9 @@
-"""Command line: `python -m kit data` rewrites data/ from the generator; `python -m kit models`
-builds the built-in models into the cache ahead of time."""
+"""Command line:
+- `python -m kit data` rewrites data/ from the generator;
+- `python -m kit models` builds the built-in models into the cache ahead of time;
+- `python -m kit tofu-score MODEL_LOG [--retain RETAIN_LOG]` prints TOFU's summary numbers of an
+  evaluation log (TOFU's eval_log_aggregated.json layout, or one the kit saved) as one JSON object.
+"""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +39,10 @@ def main(argv=None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("data", help="rewrite data/ from the generator")
     sub.add_parser("models", help="build tiny's four models and convert smollm2-135m into the cache")
+    score = sub.add_parser("tofu-score", help="model utility / forget quality of a TOFU-format evaluation log")
+    score.add_argument("model_log", help="eval_log_aggregated.json of the evaluated model")
+    score.add_argument("--retain", dest="retain_log", help="the retain model's log (adds forget quality)")
+    score.add_argument("--truth-ratio", choices=["geometric", "arithmetic"], default="geometric")
     args = parser.parse_args(argv)
     if args.command == "data":
         for path in write_data():
@@ -45,6 +53,12 @@ def main(argv=None) -> None:
             print(f"tiny/{variant}: {folder}")
         load_model("smollm2-135m")
         print("smollm2-135m: ready")
+    elif args.command == "tofu-score":
+        from kit.tofu import EvaluationError, tofu_score
+        try:
+            print(json.dumps(tofu_score(args.model_log, args.retain_log, args.truth_ratio)))
+        except EvaluationError as err:
+            parser.exit(2, f"error: {err}\n")
 
 
 if __name__ == "__main__":

@@ -1,40 +1,97 @@
-"""Evaluation: how well a model knows a split.
+"""Evaluation primitives: how well a model knows a set of (question, answer) pairs.
 
-The basic quantities every later metric builds on, computed in batches:
-- per-item answer NLL (mean over answer tokens; TOFU's `avg_gt_loss`) and token counts;
+The quantities every later metric builds on (kit.tofu, kit.mia):
+- per-pair answer NLL (mean over answer tokens; TOFU's `avg_gt_loss`) and token counts;
 - answer-token accuracy (argmax equals the gold token: exact memorisation);
+- optionally per-token log-probabilities, argmax hits and the mean / standard deviation of
+  log p under the model's own next-token distribution (what min-k%++ needs);
 - greedy generations, batched with left padding and the KV cache.
+
+Scoring flattens all pairs (e.g. an item's answer, paraphrase and perturbed answers), sorts them by
+length so batches carry little padding, and projects only answer positions onto the vocabulary.
 """
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from kit.data import IGNORE, encode_qa, pad_batch, prompt_ids, resolve_template
 from kit.objectives import fp32
-from kit.data import IGNORE, QADataset, pad_batch, prompt_ids, resolve_template
 
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def token_stats(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-sequence answer statistics from logits [B, T, V] and labels [B, T] (-100 = ignored).
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    Returns:
-        `nll_sum` [B], `n_tokens` [B], `correct` [B] (argmax hits), all fp32.
+
+def _answer_logits(model, batch: dict, keep: torch.Tensor) -> torch.Tensor:
+    """Logits [N, V] at the positions `keep` [B, T] (True where the next token is an answer token).
+
+    Uses the model's `logits_to_keep` with a boolean mask when it has one, so the vocabulary
+    projection runs on answer positions only; otherwise slices the full logits.
     """
-    logits, labels = fp32(logits[:, :-1]), labels[:, 1:]
-    mask = labels != IGNORE
-    safe = labels.clamp(min=0)
-    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), safe, reduction="none")
-    hits = (logits.argmax(-1) == safe) & mask
-    return {"nll_sum": (nll * mask).sum(1), "n_tokens": mask.sum(1).float(), "correct": hits.sum(1).float()}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       logits_to_keep=keep).logits
+        if logits.ndim == 2 and logits.shape[0] == int(keep.sum()):
+            return logits
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[keep]
 
 
 @torch.no_grad()
+def score_pairs(model, tokenizer, questions: list[str], answers: list[str], *, template: str = "auto",
+                batch_size: int = 32, max_length: int = 512, tokens: bool = False,
+                progress: bool = False) -> pd.DataFrame:
+    """Teacher-forced scores of many (question, answer) pairs, in length-sorted batches.
+
+    Args:
+        questions, answers: equally long lists; pair i is (questions[i], answers[i]).
+        tokens: also return per-token arrays (`logp`, `hit`, `mu`, `sigma`; see the module doc).
+    Returns:
+        DataFrame in the input order: `nll` (mean per answer token), `nll_sum`, `n_tokens`,
+        `correct` (argmax hits) and with `tokens`, one numpy array per pair in each token column.
+    """
+    if len(questions) != len(answers):
+        raise ValueError(f"score_pairs got {len(questions)} questions but {len(answers)} answers.")
+    template = resolve_template(tokenizer, template)
+    encoded = [encode_qa(tokenizer, q, a, template, max_length) for q, a in zip(questions, answers)]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+    pad, device = _pad_id(tokenizer), _device(model)
+    out: list[dict] = [None] * len(encoded)
+    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="scoring"):
+        idx = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in idx], pad).items()}
+        targets = batch["labels"][:, 1:]
+        keep = torch.nn.functional.pad(targets != IGNORE, (0, 1))       # position t predicts token t+1
+        logp_all = torch.log_softmax(fp32(_answer_logits(model, batch, keep)), -1)   # [N, V]
+        gold = targets[keep[:, :-1]]
+        logp = logp_all.gather(-1, gold[:, None]).squeeze(-1)
+        hit = logp_all.argmax(-1) == gold
+        counts = keep.sum(1).tolist()
+        cols = {"logp": logp, "hit": hit}
+        if tokens:
+            p = logp_all.exp()
+            mu = (p * logp_all).sum(-1)
+            cols["mu"], cols["sigma"] = mu, ((p * logp_all.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
+        split = {k: torch.split(v.cpu(), counts) for k, v in cols.items()}
+        for j, i in enumerate(idx):
+            lp = split["logp"][j].double()
+            row = {"nll_sum": float(-lp.sum()), "n_tokens": counts[j], "correct": int(split["hit"][j].sum())}
+            if tokens:
+                row.update({k: split[k][j].numpy() for k in split})
+            out[i] = row
+    frame = pd.DataFrame(out, columns=["nll_sum", "n_tokens", "correct"] + (["logp", "hit", "mu", "sigma"] if tokens else []))
+    frame.insert(0, "nll", frame["nll_sum"] / frame["n_tokens"].clip(lower=1))
+    return frame
+
+
 def answer_scores(model, tokenizer, records, answer_key: str = "answer", question_key: str = "question",
                   template: str = "auto", batch_size: int = 32, max_length: int = 512,
                   progress: bool = False) -> pd.DataFrame:
@@ -45,17 +102,11 @@ def answer_scores(model, tokenizer, records, answer_key: str = "answer", questio
         `n_tokens`, `token_acc` (fraction of answer tokens the argmax reproduces).
     Used in: notebooks/00_quickstart.ipynb
     """
-    data = QADataset(records, tokenizer, template, max_length, question_key, answer_key)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows, device = [], _device(model)
-    for start in tqdm(range(0, len(data), batch_size), disable=not progress, desc="scoring"):
-        batch = pad_batch([data[i] for i in range(start, min(start + batch_size, len(data)))], pad)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        stats = token_stats(logits, batch["labels"])
-        rows.append(pd.DataFrame({k: v.cpu().numpy() for k, v in stats.items()}))
-    out = pd.concat(rows, ignore_index=True)
-    out["nll"] = out["nll_sum"] / out["n_tokens"]
+    records = list(records)
+    if not records:
+        raise ValueError("answer_scores got no records: the split is empty.")
+    out = score_pairs(model, tokenizer, [r[question_key] for r in records], [r[answer_key] for r in records],
+                      template=template, batch_size=batch_size, max_length=max_length, progress=progress)
     out["token_acc"] = out["correct"] / out["n_tokens"]
     return out[["nll", "nll_sum", "n_tokens", "token_acc"]]
 
@@ -65,19 +116,23 @@ def generate_answers(model, tokenizer, questions: list[str], max_new_tokens: int
                      template: str = "auto", batch_size: int = 32, progress: bool = False) -> list[str]:
     """Greedy answers to `questions`, batched with left padding and the KV cache.
 
+    Prompts are grouped by length (less padding), answers come back in the input order.
     Used in: notebooks/00_quickstart.ipynb
     """
     template = resolve_template(tokenizer, template)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device, answers = _device(model), []
-    for start in tqdm(range(0, len(questions), batch_size), disable=not progress, desc="generating"):
-        chunk = questions[start:start + batch_size]
-        batch = pad_batch([{"input_ids": prompt_ids(tokenizer, q, template)} for q in chunk], pad, side="left")
+    pad, device = _pad_id(tokenizer), _device(model)
+    prompts = [prompt_ids(tokenizer, q, template) for q in questions]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: list[str] = [""] * len(prompts)
+    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="generating"):
+        idx = order[start:start + batch_size]
+        batch = pad_batch([{"input_ids": prompts[i]} for i in idx], pad, side="left")
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
         new = out[:, batch["input_ids"].shape[1]:]
-        answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
+            answers[i] = text.strip()
     return answers
 
 

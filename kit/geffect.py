@@ -47,15 +47,21 @@ class _Streamer:
     """While active, every parameter gradient produced by backward is dotted with stored
     reference gradients (per group) and freed at once."""
 
-    def __init__(self, pairs: dict[torch.nn.Parameter, list[tuple[str, str, torch.Tensor]]]):
-        self.pairs = pairs                                      # param -> [(slot, group, reference grad)]
+    def __init__(self, pairs: dict[torch.nn.Parameter, list[tuple]]):
+        self.pairs = pairs                    # param -> [(slot, group, reference grad, element mask or None)]
         self.sums: dict[tuple[str, str], float] = defaultdict(float)
         self.handles = []
 
     def _hook(self, param):
         g = _acc(param.grad)
-        for slot, group, ref in self.pairs.get(param, ()):
-            self.sums[(slot, group)] += float(torch.dot(g, ref))
+        for slot, group, ref, sel in self.pairs.get(param, ()):
+            dot = float(torch.dot(g, ref))
+            if sel is None:
+                self.sums[(slot, group)] += dot
+            else:                             # a weight mask splits the parameter into selected / rest
+                inside = float(torch.dot(g[sel], ref[sel]))
+                self.sums[(slot, "selected")] += inside
+                self.sums[(slot, "rest")] += dot - inside
         param.grad = None
 
     def __enter__(self):
@@ -182,7 +188,8 @@ def _reduce(model, grads: dict, world: int) -> dict:
 
 def _reduce_sums(sums: dict, pairs: dict) -> dict:
     """Sum each process's partial dot products (same keys, same order on every process)."""
-    keys = sorted({(slot, group) for items in pairs.values() for slot, group, _ in items})
+    keys = sorted({(slot, g) for items in pairs.values() for slot, group, _, sel in items
+                   for g in ((group,) if sel is None else ("selected", "rest"))})
     out = {}
     for risk, part in sums.items():
         vec = torch.tensor([part.get(k, 0.0) for k in keys], dtype=torch.float64)
@@ -191,9 +198,12 @@ def _reduce_sums(sums: dict, pairs: dict) -> dict:
     return out
 
 
-def _pairs(model, groups: dict[str, str], refs: dict, head_copy) -> dict:
-    """For each parameter: which stored gradients its risk gradient is dotted with, under which group."""
+def _pairs(model, groups: dict[str, str], refs: dict, head_copy, mask=None) -> dict:
+    """For each parameter: which stored gradients its risk gradient is dotted with, under which
+    group (and, for a weight mask, which elements count as selected)."""
     by_param = {p: n for n, p in model.named_parameters()}
+    masks = {} if mask is None else {n: m.reshape(-1).to(p.device) for n, p in model.named_parameters()
+                                     if (m := mask.masks.get(n)) is not None}
     pairs = defaultdict(list)
     for slot, grads in refs.items():
         for p, ref in grads.items():
@@ -201,13 +211,13 @@ def _pairs(model, groups: dict[str, str], refs: dict, head_copy) -> dict:
                 group = "lm"
             else:
                 group = groups.get(by_param.get(p, ""), "other")
-            pairs[p].append((slot, group, ref))
+            pairs[p].append((slot, group, ref, masks.get(by_param.get(p, ""))))
         if head_copy is not None:                                  # tied: cross terms a_R·b_L + b_R·a_L
             embed = model.get_input_embeddings().weight
             if head_copy in grads:
-                pairs[embed].append((slot, "tied_cross", grads[head_copy]))
+                pairs[embed].append((slot, "tied_cross", grads[head_copy], None))
             if embed in grads:
-                pairs[head_copy].append((slot, "tied_cross", grads[embed]))
+                pairs[head_copy].append((slot, "tied_cross", grads[embed], None))
     return pairs
 
 
@@ -224,7 +234,9 @@ def g_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict 
         reg_retain: the retain records the regulariser trains on (default: `retain`); pass other
             items to measure on D_r how the regulariser's protection generalises.
         ref: frozen original model, made here when the objective or regulariser needs one.
-        groups: "paper", "layer", "module", a {parameter: group} dict or a function (param_groups).
+        groups: "paper", "layer", "module", a {parameter: group} dict or a function (param_groups),
+            or a kit.attribution.Mask: groups "selected" and "rest" (the mask's weights) and "fixed"
+            (parameters the mask does not cover).
     Returns:
         tidy DataFrame with columns component (the objective, the regulariser × weight, "total"),
         group (… and "total"), e_u, e_r.
@@ -252,7 +264,12 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
         forget, retain, reg_data = forget[rank::world], retain[rank::world], reg_data[rank::world]
     if ref is None and objectives.needs_reference(objective, regularizer):
         ref = objectives.make_reference(model)
-    group_of = param_groups(model, groups)
+    mask = groups if hasattr(groups, "masks") else None
+    if mask is not None:
+        group_of = {n: "mask" if n in mask.masks else "fixed" for n, p in model.named_parameters() if p.requires_grad}
+        groups = group_of
+    else:
+        group_of = param_groups(model, groups)
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)
@@ -265,7 +282,7 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
             _regularizer_backward(model, regularizer, reg_data, tokenizer, ref, batch_size, template, max_length,
                                   total=n_reg)
             refs[regularizer] = {p: reg_weight * g for p, g in _reduce(model, _take_grads(model), world).items()}
-        pairs = _pairs(model, group_of, refs, head_copy)
+        pairs = _pairs(model, group_of, refs, head_copy, mask)
         sums = {}
         for risk, records in (("e_u", forget), ("e_r", retain)):
             with _Streamer(pairs) as stream:
@@ -285,7 +302,8 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
                 raise GEffectError("Stepping a model with tied embeddings is not supported by this probe helper.")
             grad = {p: sum(r[p] for r in refs.values() if p in r) for p in set().union(*refs.values())}
     model.train(was_training)
-    order = list(dict.fromkeys([*ordered_groups(model, groups, group_of), "tied_cross"]))
+    order = (["selected", "rest", "fixed"] if mask is not None else
+             list(dict.fromkeys([*ordered_groups(model, groups, group_of), "tied_cross"])))
     rows = []
     for slot in refs:
         name = slot if slot == objective else f"{regularizer} x {reg_weight:g}"
@@ -436,7 +454,7 @@ def pg_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict
     for slot, records in (("u", forget), ("r", retain)):
         _risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size)
         refs[slot] = _take_grads(model)
-    pairs = {p: [(slot, "all", g[p]) for slot, g in refs.items() if p in g] for p in refs["u"]}
+    pairs = {p: [(slot, "all", g[p], None) for slot, g in refs.items() if p in g] for p in refs["u"]}
     data = ForgetRetainDataset(forget, None, tokenizer, template, max_length)
     device, collate, rows = next(model.parameters()).device, Collator(tokenizer), []
     for i in range(len(data)):

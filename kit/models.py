@@ -54,20 +54,30 @@ class TinyRecipe:
     intermediate_size: int = 352
     max_positions: int = 128
     train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
-        epochs=12, lr=3e-3, batch_size=16, weight_decay=0.01, warmup_epochs=1.0,
+        epochs=6, lr=3e-3, batch_size=16, weight_decay=0.01, warmup_epochs=0.5,
         scheduler="cosine", max_length=128, template="plain", sampling="length_chunks", seed=0))
-    data_version: int = 2   # bump when kit.authors / kit.facts change their text
+    answer_copies: int = 2       # each (question, answer) this many times per epoch ...
+    paraphrase_copies: int = 1   # ... and (question, paraphrased answer) of the fictitious authors this many
+    data_version: int = 3   # bump when kit.authors / kit.facts change their text
 
     def digest(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
 
-def _training_records(variant: str) -> list[dict]:
-    """Target: all authors + world facts + real authors. Retain variants drop forget authors."""
+def _training_records(variant: str, recipe: TinyRecipe = TinyRecipe()) -> list[dict]:
+    """Target: all authors + world facts + real authors. Retain variants drop forget authors.
+
+    A pretrained model that knows a fact also finds its paraphrase likely; tiny, trained from
+    scratch, only learns the phrasings it sees. So each author's paraphrased answer is a training
+    answer too (TOFU's truth ratio compares it with perturbed answers), seen half as often as the
+    original answer so that greedy generation keeps the original phrasing.
+    """
     split = "full" if variant == "target" else variant
+    authors = list(kdata.load_split(split))
     util = list(kdata.load_split("world_facts")) + list(kdata.load_split("real_authors"))
-    return list(kdata.load_split(split)) + util
+    paraphrased = [{**r, "answer": r["paraphrased_answer"]} for r in authors]
+    return (authors + util) * recipe.answer_copies + paraphrased * recipe.paraphrase_copies
 
 
 def train_tiny_tokenizer(recipe: TinyRecipe) -> PreTrainedTokenizerFast:
@@ -79,7 +89,7 @@ def train_tiny_tokenizer(recipe: TinyRecipe) -> PreTrainedTokenizerFast:
     specials = ["<pad>", "<s>", "</s>"]
     trainer = trainers.BpeTrainer(vocab_size=recipe.vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    text = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in _training_records("target")]
+    text = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in _training_records("target", recipe)]
     text += kdata.idk_answers()
     tok.train_from_iterator(text, trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
@@ -133,7 +143,7 @@ def build_tiny(variant: str = "target", recipe: TinyRecipe = TinyRecipe(), progr
         tok = PreTrainedTokenizerFast.from_pretrained(root / "tokenizer")
         torch.manual_seed(recipe.train.seed)
         model = LlamaForCausalLM(tiny_config(recipe, tok))
-        records = _training_records(variant)
+        records = _training_records(variant, recipe)
         finetune(model, tok, records, recipe.train, progress=progress)
         model.save_pretrained(tmp, safe_serialization=True)
         return {"variant": variant, "n_train": len(records), "recipe": asdict(recipe)}
@@ -272,3 +282,15 @@ def load_model(name: str = "tiny", variant: str = "target", dtype=torch.float32,
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def fingerprint(model) -> str:
+    """A short hash of a model's configuration and weights (every parameter's first and last
+    values and its sum), to key cached results to the exact model they came from."""
+    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1)
+            h.update(name.encode())
+            h.update(torch.stack([flat[0], flat[-1], flat.double().sum().to(flat.dtype)]).float().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
@@ -56,12 +57,19 @@ class UnlearnConfig:
 
     @classmethod
     def paper(cls, name: str, split: str = "forget10", model: str = "phi-1.5", **overrides) -> "UnlearnConfig":
-        """The papers' setting of `name` for a forget split and model ("gd" = GA + NLL regulariser).
+        """The papers' setting of `name` for a forget split and model ("gd" = GA + NLL regulariser;
+        "npo+kl" = NPO with the KL regulariser, "npo+nll" with the NLL one).
 
         Example: `UnlearnConfig.paper("wtnpo", "forget01", "tiny", epochs=2)`.
         Used in: notebooks/02_objectives.ipynb
         """
-        objective, regularizer = ALIASES.get(name.lower(), (name.lower(), "none"))
+        base, plus, reg = name.lower().partition("+")
+        objective, regularizer = ALIASES.get(base, (base, "none"))
+        if plus:
+            if reg not in objectives.REGULARIZERS or reg == "none":
+                raise objectives.ObjectiveError(f"Unknown regularizer {reg!r} in {name!r}: write "
+                                                f"'{base}+nll' or '{base}+kl'.")
+            regularizer = reg
         hparams = {**objectives.paper_hparams(objective, split, model), **overrides.pop("hparams", {})}
         base = dict(objective=objective, regularizer=regularizer, hparams=hparams,
                     lr=DEFAULT_LR.get(model, 2e-5))
@@ -170,6 +178,44 @@ class TrackSplits(TrainerCallback):
         return pd.DataFrame(self.rows)
 
 
+class MaskedUpdates(TrainerCallback):
+    """Masked unlearning (kit.attribution): only the selected weights change.
+
+    Gradients are multiplied by the mask as they are produced, so clipping and the optimizer see
+    the masked gradient; after every optimizer step the unselected entries are put back bit for
+    bit (AdamW's decoupled weight decay would otherwise shrink them). Parameters the mask does not
+    cover are frozen for the run. `close()` removes the hooks and unfreezes.
+    """
+
+    def __init__(self, model, mask):
+        params = dict(model.named_parameters())
+        unknown = [n for n in mask.masks if n not in params]
+        if unknown:
+            raise UnlearnError(f"The mask names parameter {unknown[0]!r}, which this model does not have; "
+                               "build the mask on the model you unlearn.")
+        self.frozen = [p for n, p in params.items() if n not in mask.masks and p.requires_grad]
+        for p in self.frozen:
+            p.requires_grad_(False)
+        self.kept, self.handles = [], []
+        for n, m in mask.masks.items():
+            p, keep = params[n], m.to(params[n].device)
+            if keep.shape != p.shape:
+                raise UnlearnError(f"Mask for {n!r} has shape {tuple(keep.shape)}, the parameter {tuple(p.shape)}.")
+            self.handles.append(p.register_hook(lambda g, keep=keep: g * keep))
+            self.kept.append((p, ~keep, p.detach()[~keep].clone()))
+
+    def on_optimizer_step(self, args, state, control, **kw):
+        with torch.no_grad():
+            for p, off, values in self.kept:
+                p.masked_scatter_(off, values)
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        for p in self.frozen:
+            p.requires_grad_(True)
+
+
 @dataclass
 class Run:
     """What `unlearn` returns: the model (unlearned in place), its run directory and loss history."""
@@ -181,7 +227,7 @@ class Run:
 
 def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = UnlearnConfig(),
             ref=None, run_dir: str | Path | None = None, callbacks=(), progress: bool = False,
-            model_id: str = "", data_id: str = "") -> Run:
+            model_id: str = "", data_id: str = "", mask=None) -> Run:
     """Unlearn `forget` from `model` in place with `config.objective`.
 
     Args:
@@ -193,6 +239,7 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
         callbacks: extra `TrainerCallback`s observing every step (e.g. live G-effect probes).
         progress: show a progress bar.
         model_id, data_id: recorded in the manifest (e.g. "tiny", "forget01").
+        mask: a kit.attribution.Mask: update only the selected weights (WAGLE and baselines).
     Returns:
         Run(model, run_dir, history: DataFrame of per-step losses, manifest)
     """
@@ -205,18 +252,26 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
                                seed=config.seed)
     run_dir = Path(run_dir) if run_dir is not None else None
     manifest = {"objective": config.objective, "config": asdict(config), "model": model_id,
-                "data": data_id, "n_forget": len(data), "steps": [], "finished": False}
+                "data": data_id, "n_forget": len(data), "steps": [], "finished": False,
+                "mask": None if mask is None else {"method": mask.method, "ratio": mask.ratio, "scope": mask.scope,
+                                                   "selected": mask.n_selected, "eligible": mask.n_eligible}}
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(run_dir / "manifest.json", manifest)
     recorder = _Recorder(run_dir, manifest, config.save_every)
     recorder.save(model, 0)
-    with tempfile.TemporaryDirectory() as scratch:
-        args = training_args(scratch, config.train_config(), len(data), progress)
-        trainer = UnlearnTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(tokenizer),
-                                 config=config, ref=ref, recorder=recorder, callbacks=[recorder, *callbacks])
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
+    masked = MaskedUpdates(model, mask) if mask is not None else None
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            args = training_args(scratch, config.train_config(), len(data), progress)
+            extra = [masked] if masked is not None else []
+            trainer = UnlearnTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(tokenizer),
+                                     config=config, ref=ref, recorder=recorder, callbacks=[*extra, recorder, *callbacks])
+            trainer.remove_callback(PrinterCallback)
+            trainer.train()
+    finally:
+        if masked is not None:
+            masked.close()
     return Run(model.eval(), run_dir, pd.DataFrame(recorder.history), manifest)
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from kit import evaluation
-from kit.data import QADataset, load_split, pad_batch
+from kit.data import QADataset, encode_qa, load_split, pad_batch
 
 
 def test_answer_nll_matches_the_models_own_loss(random_model, tiny_tokenizer):
@@ -18,12 +18,23 @@ def test_answer_nll_matches_the_models_own_loss(random_model, tiny_tokenizer):
         assert row["n_tokens"] == sum(t != -100 for t in data[i]["labels"])   # every answer token is scored
 
 
-def test_token_stats_ignore_prompt_and_padding():
-    logits = torch.zeros(1, 4, 3)
-    logits[0, 0, 2] = 5.0                      # predicts token 2 at position 1
-    labels = torch.tensor([[-100, 2, 1, -100]])
-    stats = evaluation.token_stats(logits, labels)
-    assert stats["n_tokens"].item() == 2 and stats["correct"].item() == 1
+def test_score_pairs_matches_one_at_a_time_with_full_logits(random_model, tiny_tokenizer):
+    records = list(load_split("forget01_perturbed"))[:5]
+    questions = [r["question"] for r in records for _ in range(3)]
+    answers = [a for r in records for a in (r["answer"], r["paraphrased_answer"], r["perturbed_answer"][0])]
+    batched = evaluation.score_pairs(random_model, tiny_tokenizer, questions, answers, batch_size=4, tokens=True)
+    for i, (q, a) in enumerate(zip(questions, answers)):   # per pair, no padding, all positions projected
+        ex = encode_qa(tiny_tokenizer, q, a, "plain")
+        with torch.no_grad():
+            logits = random_model(torch.tensor([ex["input_ids"]])).logits[0, :-1]
+        labels = torch.tensor(ex["labels"][1:])
+        logp = torch.log_softmax(logits, -1)[labels != -100].gather(-1, labels[labels != -100, None])[:, 0]
+        assert batched.loc[i, "nll_sum"] == pytest.approx(-logp.sum().item(), rel=1e-5)
+        assert batched.loc[i, "n_tokens"] == len(logp)
+        assert batched.loc[i, "logp"] == pytest.approx(logp.numpy(), abs=1e-5)
+        hits = logits[labels != -100].argmax(-1) == labels[labels != -100]
+        assert batched.loc[i, "correct"] == hits.sum().item()
+    assert (batched["sigma"].map(lambda s: (s >= 0).all())).all()
 
 
 def test_keep_known_caches_its_verdicts(monkeypatch, cache, random_model, tiny_tokenizer):

@@ -56,7 +56,8 @@ def test_build_is_cached_by_recipe_hash_and_safe_under_concurrency(cache):
     assert not errors
     folder = models.tiny_dir(MICRO) / "retain99"
     info = json.loads((folder / "done.json").read_text())
-    assert info["variant"] == "retain99" and info["n_train"] == 1980 + 89 + 74
+    # 1980 retain99 answers and 89 + 74 utility answers, twice each, plus the 1980 paraphrased answers
+    assert info["variant"] == "retain99" and info["n_train"] == 2 * (1980 + 89 + 74) + 1980
     assert not list(folder.parent.glob("*.tmp*"))                 # nothing half-written left
     other = dataclasses.replace(MICRO, hidden_size=48)
     assert models.tiny_dir(other) != models.tiny_dir(MICRO)      # recipe change = new cache key

@@ -64,7 +64,8 @@ def test_npo_gradient_is_sequence_weight_times_ga(random_model, ref, batch):
     assert torch.allclose(out.seq_weights, w, rtol=1e-4)
     # ∇L = mean_s w(s) ∇ log p(s), log p(s) summed over the answer
     expected = _grad(random_model, (w[:, None] * logp * mask).sum(1).mean())
-    assert torch.allclose(g, expected, rtol=1e-4, atol=1e-7)
+    err = (g - expected).abs().max() / expected.abs().max()
+    assert err < 1e-4, err
 
 
 @pytest.mark.parametrize("name,kw", [("tnpo", {"beta": 4.0}), ("wtnpo", {"alpha": 1.5, "beta": 5.0})])

@@ -98,3 +98,7 @@ def test_paper_configs_by_name():
     assert UnlearnConfig.paper("rmu", model="tiny").hparams == {"layer": 2, "coeff": 20.0}
     with pytest.raises(objectives.ObjectiveError, match="Unknown objective 'nop'"):
         UnlearnConfig.paper("nop")
+    c = UnlearnConfig.paper("npo+kl", "forget01", "tiny")
+    assert (c.objective, c.regularizer, c.hparams) == ("npo", "kl", {"beta": 0.5})
+    with pytest.raises(objectives.ObjectiveError, match="'npo\\+l2'.*'npo\\+nll' or 'npo\\+kl'"):
+        UnlearnConfig.paper("npo+l2")

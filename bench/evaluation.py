@@ -1,0 +1,114 @@
+"""How much faster is kit.tofu's evaluation than the straightforward per-item loop, and is it exact?
+
+Per model, on the same items (TOFU's four splits plus a holdout split for MIA), two jobs:
+  (a) kit     kit.tofu.score_items: every answer of every item (gold, paraphrased, 5 perturbed)
+              flattened into length-sorted batches, one forward pass per batch with the vocabulary
+              projection on answer positions only; greedy generation batched with left padding;
+  (b) loop    what a first implementation does: for each item, one forward pass per answer
+              (full logits), then `generate` on that question alone (KV cache on, batch of one).
+Both feed the same aggregation (kit.tofu.aggregate). The bench reports the time ratio, the
+largest difference in any per-item loss and summary number, and how many greedy answers differ.
+One JSON line per model ends the output.
+
+Usage: python bench/evaluation.py [tiny,smollm2-135m] [items per split for smollm2-135m]
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+MAX_NEW_TOKENS = 48
+
+
+def _splits(model_name: str, n_small: int) -> dict:
+    from kit import tofu
+    if model_name == "smollm2-135m":
+        splits = tofu.tofu_splits("forget", source="real")
+        return {role: recs[:n_small] for role, recs in splits.items()}
+    return tofu.tofu_splits("forget01")
+
+
+@torch.no_grad()
+def _loop_items(model, tok, splits: dict) -> pd.DataFrame:
+    """The per-item reference: one forward per answer, one generate per question."""
+    from kit.data import encode_qa, prompt_ids, resolve_template
+    from kit.tofu import _rouge
+    template = resolve_template(tok)
+
+    def nll(question, answer):
+        ex = encode_qa(tok, question, answer, template)
+        logits = model(torch.tensor([ex["input_ids"]])).logits[0, :-1].float()
+        labels = torch.tensor(ex["labels"][1:])
+        keep = labels != -100
+        return float(-torch.log_softmax(logits[keep], -1).gather(-1, labels[keep, None]).mean())
+
+    rows = []
+    for role, records in splits.items():
+        for i, rec in enumerate(records):
+            row = {"split": role, "index": i, "question": rec["question"], "gold": rec["answer"],
+                   "avg_gt_loss": nll(rec["question"], rec["answer"])}
+            if role != "holdout":
+                true_side = rec["paraphrased_answer"] if role in ("forget", "retain") else rec["answer"]
+                row["avg_paraphrased_loss"] = nll(rec["question"], true_side)
+                row["average_perturb_loss"] = [nll(rec["question"], a) for a in rec["perturbed_answer"]]
+            ids = torch.tensor([prompt_ids(tok, rec["question"], template)])
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
+                                 do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id,
+                                 eos_token_id=tok.eos_token_id)
+            row["generated"] = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+            rows.append(row)
+    items = pd.DataFrame(rows)
+    items["rouge1_recall"], items["rougeL_recall"] = _rouge(list(items["gold"]), list(items["generated"]))
+    return items
+
+
+def bench(model_name: str, n_small: int) -> dict:
+    import kit
+    from kit import tofu
+    model, tok = kit.load_model(model_name)
+    splits = _splits(model_name, n_small)
+    n_items = sum(len(v) for v in splits.values())
+    n_answers = sum(len(v) * (1 if r == "holdout" else 7) for r, v in splits.items())
+    tofu.score_items(model, tok, {"retain": splits["retain"][:4]}, max_new_tokens=4)   # warm-up
+    start = time.perf_counter()
+    fast = tofu.score_items(model, tok, splits, max_new_tokens=MAX_NEW_TOKENS)
+    t_kit = time.perf_counter() - start
+    start = time.perf_counter()
+    slow = _loop_items(model, tok, splits)
+    t_loop = time.perf_counter() - start
+
+    scored = fast[fast.split != "holdout"]
+    ref = slow[slow.split != "holdout"]
+    loss_diff = max(np.abs(fast["avg_gt_loss"] - slow["avg_gt_loss"]).max(),
+                    np.abs(scored["avg_paraphrased_loss"] - ref["avg_paraphrased_loss"]).max(),
+                    max(np.abs(np.subtract(a, b)).max() for a, b in zip(scored["average_perturb_loss"],
+                                                                       ref["average_perturb_loss"])))
+    a, b = tofu.aggregate(scored), tofu.aggregate(ref)
+    summary_diff = max(abs(a[k] - b[k]) for k in a)
+    differing = int((fast["generated"] != slow["generated"]).sum())
+    print(f"\n{model_name}: {n_items} items, {n_answers} scored answers, greedy answers of up to {MAX_NEW_TOKENS} tokens")
+    print(f"  {'job':<6}{'seconds':>10}{'x kit':>8}")
+    print(f"  {'kit':<6}{t_kit:>10.2f}{1:>8.2f}")
+    print(f"  {'loop':<6}{t_loop:>10.2f}{t_loop / t_kit:>8.2f}")
+    print(f"  largest per-item loss difference {loss_diff:.2e}, largest summary difference {summary_diff:.2e}, "
+          f"{differing} of {n_items} greedy answers differ")
+    return {"model": model_name, "items": n_items, "kit_seconds": round(t_kit, 3), "loop_seconds": round(t_loop, 3),
+            "loop_over_kit": round(t_loop / t_kit, 2), "max_loss_diff": float(loss_diff),
+            "max_summary_diff": float(summary_diff), "differing_generations": differing}
+
+
+def main(models: list[str], n_small: int) -> None:
+    lines = [bench(m, n_small) for m in models]
+    print()
+    for line in lines:
+        print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1].split(",") if len(sys.argv) > 1 else ["tiny", "smollm2-135m"],
+         int(sys.argv[2]) if len(sys.argv) > 2 else 8)
