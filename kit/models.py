@@ -174,7 +174,7 @@ def build_tiny_family(recipe: TinyRecipe = TinyRecipe(), progress: bool = True,
         cores = torch.get_num_threads()   # the cores this process may use
         workers = max(1, min(len(missing), workers or cores))
         threads = max(1, cores // workers)
-        desc = f"building tiny ({len(missing)} models, once; ~9 min on 2 cores)"
+        desc = f"building tiny ({len(missing)} models, once; ~13 min on 2 cores)"
         bar = tqdm(total=len(missing), desc=desc, disable=not progress)
         if workers == 1:
             for v in missing:
