@@ -71,30 +71,41 @@ def _flat_batches(model, encoded: list[dict], pad: int, batch_size: int, tokens:
 
 def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[int]], pad: int, batch_size: int,
                            tokens: bool, progress: bool):
-    """Pairs that share a prompt: the prompt runs once, its key/value cache is repeated for the
-    answers, which run together; yields (pair indices, columns, counts) like _flat_batches."""
+    """Pairs that share a prompt: every distinct prompt runs once (prompts of equal length together,
+    so no padding), and each batch of answers continues from its prompt's rows of the key/value
+    cache; yields (pair indices, columns, counts) like _flat_batches."""
     device = _device(model)
-    groups: dict[tuple, list[int]] = {}
+    owners: dict[tuple, list[int]] = {}
     for i, prompt in enumerate(prompts):
-        groups.setdefault(tuple(prompt), []).append(i)
-    for prompt, members in tqdm(groups.items(), disable=not progress, desc="scoring"):
-        ids = torch.tensor([prompt], device=device)
-        first = model(input_ids=ids, use_cache=True)
-        last = first.logits[:, -1]                                     # predicts every answer's first token
-        for start in range(0, len(members), batch_size):
-            idx = members[start:start + batch_size]
-            ans = pad_batch([{"input_ids": answers[i]} for i in idx], pad)
-            ans_ids, ans_mask = ans["input_ids"].to(device), ans["attention_mask"].to(device)
-            n, width = ans_ids.shape
-            logits = last.expand(n, -1)[:, None]
-            if width > 1:
-                cache = copy.deepcopy(first.past_key_values)
-                cache.batch_repeat_interleave(n)
-                mask = torch.cat([torch.ones(n, len(prompt), dtype=ans_mask.dtype, device=device), ans_mask[:, :-1]], 1)
-                rest = model(input_ids=ans_ids[:, :-1], attention_mask=mask, past_key_values=cache).logits
-                logits = torch.cat([logits, rest], 1)                  # [n, width, V]: position j predicts token j
-            keep = ans_mask.bool()
-            yield idx, _token_columns(logits[keep], ans_ids[keep], tokens), keep.sum(1).tolist()
+        owners.setdefault(tuple(prompt), []).append(i)
+    by_length: dict[int, list[tuple]] = {}
+    for prompt in owners:
+        by_length.setdefault(len(prompt), []).append(prompt)
+    bar = tqdm(total=len(prompts), disable=not progress, desc="scoring")
+    for length, group in sorted(by_length.items()):
+        for start in range(0, len(group), batch_size):
+            chunk = group[start:start + batch_size]
+            out = model(input_ids=torch.tensor(chunk, device=device), use_cache=True)
+            last = out.logits[:, -1]                                     # predicts each answer's first token
+            pairs = [(q, i) for q, prompt in enumerate(chunk) for i in owners[prompt]]
+            pairs.sort(key=lambda qi: len(answers[qi[1]]))
+            for a in range(0, len(pairs), batch_size):
+                rows = pairs[a:a + batch_size]
+                which = torch.tensor([q for q, _ in rows], device=device)
+                ans = pad_batch([{"input_ids": answers[i]} for _, i in rows], pad)
+                ans_ids, ans_mask = ans["input_ids"].to(device), ans["attention_mask"].to(device)
+                n, width = ans_ids.shape
+                logits = last[which][:, None]
+                if width > 1:
+                    cache = copy.deepcopy(out.past_key_values)
+                    cache.batch_select_indices(which)
+                    mask = torch.cat([torch.ones(n, length, dtype=ans_mask.dtype, device=device), ans_mask[:, :-1]], 1)
+                    rest = model(input_ids=ans_ids[:, :-1], attention_mask=mask, past_key_values=cache).logits
+                    logits = torch.cat([logits, rest], 1)                # [n, width, V]: position j predicts token j
+                keep = ans_mask.bool()
+                bar.update(n)
+                yield [i for _, i in rows], _token_columns(logits[keep], ans_ids[keep], tokens), keep.sum(1).tolist()
+    bar.close()
 
 
 @torch.no_grad()
