@@ -81,11 +81,12 @@ def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[i
     by_length: dict[int, list[tuple]] = {}
     for prompt in owners:
         by_length.setdefault(len(prompt), []).append(prompt)
+    only_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     bar = tqdm(total=len(prompts), disable=not progress, desc="scoring")
     for length, group in sorted(by_length.items()):
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
-            out = model(input_ids=torch.tensor(chunk, device=device), use_cache=True)
+            out = model(input_ids=torch.tensor(chunk, device=device), use_cache=True, **only_last)
             last = out.logits[:, -1]                                     # predicts each answer's first token
             pairs = [(q, i) for q, prompt in enumerate(chunk) for i in owners[prompt]]
             pairs.sort(key=lambda qi: len(answers[qi[1]]))
