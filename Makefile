@@ -27,7 +27,7 @@ test: setup  ## unit tests + every notebook under nbval (defaults = smoke run)
 	$(BIN)/python -m pytest --nbval-lax tests notebooks
 
 bench: setup  ## side-by-side speed and memory ratios
-	for f in bench/*.py; do [ -e "$$f" ] || continue; $(BIN)/python $$f || exit 1; done
+	for f in bench/[!_]*.py; do [ -e "$$f" ] || continue; $(BIN)/python $$f || exit 1; done
 
 data: setup  ## rewrite data/ from the generator (the generator is the source of truth)
 	$(BIN)/python -m kit data

@@ -13,12 +13,10 @@ Usage: python bench/attribution.py [tiny,smollm2-135m] [items]
 from __future__ import annotations
 
 import json
-import resource
-import subprocess
-import sys
 import time
 
 import torch
+from _isolated import measure, report, run
 
 METHODS = ("wagle", "magnitude", "wanda", "random")
 
@@ -40,15 +38,7 @@ def worker(model_name: str, job: str, n_items: int) -> None:
     else:
         attribution.attribute(job, model, tok, forget, retain, ratio=0.8)
     seconds = time.perf_counter() - start
-    param_bytes = sum(p.numel() * 4 for p in model.parameters())
-    print(json.dumps({"seconds": seconds, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                      "param_bytes": param_bytes}))
-
-
-def measure(model_name: str, job: str, n_items: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", model_name, job, str(n_items)],
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    report(seconds=seconds, param_bytes=sum(p.numel() * 4 for p in model.parameters()))
 
 
 def selection_vs_sort(model_name: str, n_items: int) -> tuple[float, float]:
@@ -72,7 +62,7 @@ def selection_vs_sort(model_name: str, n_items: int) -> tuple[float, float]:
 def main(models: list[str], n_items: int) -> None:
     lines = []
     for name in models:
-        res = {job: measure(name, job, n_items) for job in ("base", *METHODS)}
+        res = {job: measure(__file__, name, job, n_items) for job in ("base", *METHODS)}
         params = res["base"]["param_bytes"]
         print(f"\n{name}: {n_items} forget + {n_items} retain items, parameters {params / 2**20:.0f} MiB (fp32)")
         print(f"  {'job':<10}{'seconds':>10}{'peak RSS MiB':>15}{'extra / parameter memory':>27}")
@@ -90,8 +80,4 @@ def main(models: list[str], n_items: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-    else:
-        main(sys.argv[1].split(",") if len(sys.argv) > 1 else ["tiny", "smollm2-135m"],
-             int(sys.argv[2]) if len(sys.argv) > 2 else 16)
+    run(main, worker, default_arg=16)

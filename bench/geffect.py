@@ -17,13 +17,11 @@ Usage: python bench/geffect.py [tiny,smollm2-135m] [repetitions]
 from __future__ import annotations
 
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
+from _isolated import measure, report, run
 
 N_ITEMS = 16
 
@@ -100,21 +98,13 @@ def worker(model_name: str, job: str, reps: int) -> None:
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    grad_bytes = 4 * sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(json.dumps({"seconds": statistics.median(times), "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                      "grad_bytes": grad_bytes}))
-
-
-def measure(model_name: str, job: str, reps: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", model_name, job, str(reps)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    report(seconds=statistics.median(times), grad_bytes=4 * sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def main(models: list[str], reps: int) -> None:
     lines = []
     for name in models:
-        res = {job: measure(name, job, reps) for job in ("plain", "sgd", "probe", "ref")}
+        res = {job: measure(__file__, name, job, reps) for job in ("plain", "sgd", "probe", "ref")}
         grad = res["plain"]["grad_bytes"]
         extra = {job: (res[job]["peak_rss"] - res["plain"]["peak_rss"]) / grad for job in res}
         extra_sgd = {job: (res[job]["peak_rss"] - res["sgd"]["peak_rss"]) / grad for job in res}
@@ -134,8 +124,4 @@ def main(models: list[str], reps: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-    else:
-        main(sys.argv[1].split(",") if len(sys.argv) > 1 else ["tiny", "smollm2-135m"],
-             int(sys.argv[2]) if len(sys.argv) > 2 else 5)
+    run(main, worker, default_arg=5)
