@@ -7,8 +7,9 @@ The quantities every later metric builds on (kit.tofu, kit.mia):
   log p under the model's own next-token distribution (what min-k%++ needs);
 - greedy generations, batched with left padding and the KV cache.
 
-Scoring flattens all pairs (e.g. an item's answer, paraphrase and perturbed answers), sorts them by
-length so batches carry little padding, and projects only answer positions onto the vocabulary.
+Scoring projects only answer positions onto the vocabulary. When questions repeat (TOFU scores an
+item's answer, paraphrase and perturbed answers), each prompt runs once and its answers continue
+from its cached keys/values; otherwise whole sequences go in length-sorted batches.
 """
 from __future__ import annotations
 
@@ -32,13 +33,18 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
+def _keeps_logits(model) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (project only some positions)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def _answer_logits(model, batch: dict, keep: torch.Tensor) -> torch.Tensor:
     """Logits [N, V] at the positions `keep` [B, T] (True where the next token is an answer token).
 
     Uses the model's `logits_to_keep` with a boolean mask when it has one, so the vocabulary
     projection runs on answer positions only; otherwise slices the full logits.
     """
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+    if _keeps_logits(model):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        logits_to_keep=keep).logits
         if logits.ndim == 2 and logits.shape[0] == int(keep.sum()):
@@ -81,7 +87,7 @@ def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[i
     by_length: dict[int, list[tuple]] = {}
     for prompt in owners:
         by_length.setdefault(len(prompt), []).append(prompt)
-    only_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    only_last = {"logits_to_keep": 1} if _keeps_logits(model) else {}
     bar = tqdm(total=len(prompts), disable=not progress, desc="scoring")
     for length, group in sorted(by_length.items()):
         for start in range(0, len(group), batch_size):

@@ -46,11 +46,15 @@ class EvaluationError(ValueError):
 
 
 # ---------------------------------------------------------------- per-item numbers
-def item_metrics(items: pd.DataFrame, truth_ratio: str = "geometric") -> pd.DataFrame:
-    """Add per-item `prob`, `R` (raw truth ratio), `truth_ratio` (the reported form) and `rouge`."""
+def _check_truth_ratio(truth_ratio: str) -> None:
     if truth_ratio not in TRUTH_RATIOS:
         raise EvaluationError(f"Unknown truth_ratio {truth_ratio!r}: use 'geometric' (TOFU's reported "
                               "numbers) or 'arithmetic' (TOFU's training-time variant).")
+
+
+def item_metrics(items: pd.DataFrame, truth_ratio: str = "geometric") -> pd.DataFrame:
+    """Add per-item `prob`, `R` (raw truth ratio), `truth_ratio` (the reported form) and `rouge`."""
+    _check_truth_ratio(truth_ratio)
     out = items.copy()
     pert = [np.asarray(x, float) for x in out["average_perturb_loss"]]    # lengths may differ by split
     gt, para = out["avg_gt_loss"].to_numpy(float), out["avg_paraphrased_loss"].to_numpy(float)
@@ -192,38 +196,37 @@ def score_items(model, tokenizer, splits: dict[str, list], *, generate: bool = T
     from kit.evaluation import generate_answers, score_pairs
     for role, records in splits.items():
         _check(role, records)
-    pairs, slots = [], []            # slots: (role, index, kind, k)
+    questions, answers, where = [], [], {}   # where[(role, i)] = {"gt": row, "para": row, "pert": [rows]}
     for role, records in splits.items():
         for i, rec in enumerate(records):
-            true_side = rec.get("paraphrased_answer") if role in ("forget", "retain") else rec["answer"]
-            answers = [("gt", 0, rec["answer"])] + ([] if role == "holdout" else
-                       [("para", 0, true_side)] + [("pert", k, a) for k, a in enumerate(rec["perturbed_answer"])])
-            for kind, k, answer in answers:
-                pairs.append((rec["question"], answer))
-                slots.append((role, i, kind, k))
-    scores = score_pairs(model, tokenizer, [q for q, _ in pairs], [a for _, a in pairs], template=template,
-                         batch_size=batch_size, tokens=True, progress=progress)
-    gt = {(r, i): j for j, (r, i, kind, _) in enumerate(slots) if kind == "gt"}
-    para = {(r, i): j for j, (r, i, kind, _) in enumerate(slots) if kind == "para"}
-    pert: dict = {}
-    for j, (r, i, kind, _) in enumerate(slots):
-        if kind == "pert":
-            pert.setdefault((r, i), []).append(j)
-    rows = []
-    for role, records in splits.items():
-        for i, rec in enumerate(records):
-            g = scores.iloc[gt[role, i]]
-            row = {"split": role, "index": i, "question": rec["question"], "gold": rec["answer"],
-                   "avg_gt_loss": g["nll"], "gt_loss": g["nll_sum"], "num_token_gt": int(g["n_tokens"]),
-                   "exact_memorization": mia.exact_memorization(g["hit"]),
-                   "extraction_strength": mia.extraction_strength(g["hit"])}
+            kinds = [("gt", rec["answer"])]
             if role != "holdout":
-                row["avg_paraphrased_loss"] = scores.iloc[para[role, i]]["nll"]
-                row["average_perturb_loss"] = [float(scores.iloc[j]["nll"]) for j in pert[role, i]]
-            rows.append(row)
+                true_side = rec["paraphrased_answer"] if role in ("forget", "retain") else rec["answer"]
+                kinds += [("para", true_side)] + [("pert", a) for a in rec["perturbed_answer"]]
+            slot = where[role, i] = {"pert": []}
+            for kind, answer in kinds:
+                if kind == "pert":
+                    slot["pert"].append(len(answers))
+                else:
+                    slot[kind] = len(answers)
+                questions.append(rec["question"])
+                answers.append(answer)
+    scores = score_pairs(model, tokenizer, questions, answers, template=template, batch_size=batch_size,
+                         tokens=True, progress=progress)
+    rows = []
+    for (role, i), slot in where.items():
+        rec, g = splits[role][i], scores.iloc[slot["gt"]]
+        row = {"split": role, "index": i, "question": rec["question"], "gold": rec["answer"],
+               "avg_gt_loss": g["nll"], "gt_loss": g["nll_sum"], "num_token_gt": int(g["n_tokens"]),
+               "exact_memorization": mia.exact_memorization(g["hit"]),
+               "extraction_strength": mia.extraction_strength(g["hit"])}
+        if role != "holdout":
+            row["avg_paraphrased_loss"] = scores.iloc[slot["para"]]["nll"]
+            row["average_perturb_loss"] = [float(scores.iloc[j]["nll"]) for j in slot["pert"]]
+        rows.append(row)
     items = pd.DataFrame(rows)
-    members = mia.membership_scores(scores.iloc[[gt[r, i] for r, i in zip(items["split"], items["index"])]]
-                                    .reset_index(drop=True), list(items["gold"]), k=mia_k)
+    members = mia.membership_scores(scores.iloc[[slot["gt"] for slot in where.values()]].reset_index(drop=True),
+                                    list(items["gold"]), k=mia_k)
     items = pd.concat([items, members], axis=1)
     if generate:
         items["generated"] = generate_answers(model, tokenizer, list(items["question"]), max_new_tokens=max_new_tokens,
@@ -299,8 +302,7 @@ def evaluate(model, tokenizer, splits: dict[str, list], *, reference=None, truth
         Evaluation(items, summary, mia, notes).
     Used in: notebooks/08_tofu_benchmark.ipynb
     """
-    item_metrics(pd.DataFrame(columns=["split", "avg_gt_loss", "avg_paraphrased_loss", "average_perturb_loss",
-                                       "rougeL_recall"]), truth_ratio)          # bad option fails before scoring
+    _check_truth_ratio(truth_ratio)       # a bad option fails before any scoring
     items = score_items(model, tokenizer, splits, generate=generate, max_new_tokens=max_new_tokens,
                         batch_size=batch_size, template=template, progress=progress)
     return summarise(items, reference, truth_ratio, n_boot, seed, out_dir)
