@@ -267,7 +267,6 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
     mask = groups if hasattr(groups, "masks") else None
     if mask is not None:
         group_of = {n: "mask" if n in mask.masks else "fixed" for n, p in model.named_parameters() if p.requires_grad}
-        groups = group_of
     else:
         group_of = param_groups(model, groups)
     was_training = model.training

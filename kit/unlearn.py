@@ -63,12 +63,12 @@ class UnlearnConfig:
         Example: `UnlearnConfig.paper("wtnpo", "forget01", "tiny", epochs=2)`.
         Used in: notebooks/02_objectives.ipynb
         """
-        base, plus, reg = name.lower().partition("+")
-        objective, regularizer = ALIASES.get(base, (base, "none"))
+        stem, plus, reg = name.lower().partition("+")
+        objective, regularizer = ALIASES.get(stem, (stem, "none"))
         if plus:
             if reg not in objectives.REGULARIZERS or reg == "none":
                 raise objectives.ObjectiveError(f"Unknown regularizer {reg!r} in {name!r}: write "
-                                                f"'{base}+nll' or '{base}+kl'.")
+                                                f"'{stem}+nll' or '{stem}+kl'.")
             regularizer = reg
         hparams = {**objectives.paper_hparams(objective, split, model), **overrides.pop("hparams", {})}
         base = dict(objective=objective, regularizer=regularizer, hparams=hparams,
@@ -193,14 +193,15 @@ class MaskedUpdates(TrainerCallback):
         if unknown:
             raise UnlearnError(f"The mask names parameter {unknown[0]!r}, which this model does not have; "
                                "build the mask on the model you unlearn.")
+        for n, m in mask.masks.items():   # check everything before touching the model
+            if m.shape != params[n].shape:
+                raise UnlearnError(f"Mask for {n!r} has shape {tuple(m.shape)}, the parameter {tuple(params[n].shape)}.")
         self.frozen = [p for n, p in params.items() if n not in mask.masks and p.requires_grad]
         for p in self.frozen:
             p.requires_grad_(False)
         self.kept, self.handles = [], []
         for n, m in mask.masks.items():
             p, keep = params[n], m.to(params[n].device)
-            if keep.shape != p.shape:
-                raise UnlearnError(f"Mask for {n!r} has shape {tuple(keep.shape)}, the parameter {tuple(p.shape)}.")
             self.handles.append(p.register_hook(lambda g, keep=keep: g * keep))
             self.kept.append((p, ~keep, p.detach()[~keep].clone()))
 
