@@ -2,7 +2,9 @@
 - `python -m kit data` rewrites data/ from the generator;
 - `python -m kit models` builds the built-in models into the cache ahead of time;
 - `python -m kit tofu-score MODEL_LOG [--retain RETAIN_LOG]` prints TOFU's summary numbers of an
-  evaluation log (TOFU's eval_log_aggregated.json layout, or one the kit saved) as one JSON object.
+  evaluation log (TOFU's eval_log_aggregated.json layout, or one the kit saved) as one JSON object;
+- `python -m kit sweep NOTEBOOK [--grid GRID.yaml] [-p NAME v1,v2]... [--jobs N]` runs a notebook
+  once per parameter combination (kit.sweep); exit status 1 when a run failed.
 """
 from __future__ import annotations
 
@@ -43,6 +45,14 @@ def main(argv=None) -> None:
     score.add_argument("model_log", help="eval_log_aggregated.json of the evaluated model")
     score.add_argument("--retain", dest="retain_log", help="the retain model's log (adds forget quality)")
     score.add_argument("--truth-ratio", choices=["geometric", "arithmetic"], default="geometric")
+    sw = sub.add_parser("sweep", help="run a notebook once per parameter combination (papermill)")
+    sw.add_argument("notebook", help="the .ipynb to run")
+    sw.add_argument("--grid", help="YAML file {parameter: [values]}")
+    sw.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUES"),
+                    help="a parameter and its comma-separated values (repeatable; overrides --grid)")
+    sw.add_argument("--out", help="sweep folder (default runs/sweeps/<notebook>/)")
+    sw.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    sw.add_argument("--timeout", type=float, help="seconds any one cell may take")
     args = parser.parse_args(argv)
     if args.command == "data":
         for path in write_data():
@@ -59,6 +69,18 @@ def main(argv=None) -> None:
             print(json.dumps(tofu_score(args.model_log, args.retain_log, args.truth_ratio)))
         except EvaluationError as err:
             parser.exit(2, f"error: {err}\n")
+    elif args.command == "sweep":
+        from kit.sweep import SweepError, parse_values, read_grid, sweep
+        try:
+            grid = read_grid(args.grid) if args.grid else {}
+            grid.update({name: parse_values(values) for name, values in args.param})
+            if not grid:
+                raise SweepError("Nothing to sweep: give --grid GRID.yaml or -p NAME v1,v2.")
+            result = sweep(args.notebook, grid, args.out, args.jobs, args.timeout)
+        except SweepError as err:
+            parser.exit(2, f"error: {err}\n")
+        if result.failed:
+            parser.exit(1)
 
 
 if __name__ == "__main__":

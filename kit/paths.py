@@ -12,6 +12,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "data"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 CACHE_ENV = "KIT_CACHE_DIR"
+OUTPUT_ENV = "KIT_OUTPUT_DIR"      # set by `python -m kit sweep`: a run's figures and numbers go there
+
+
+def _output_root() -> Path:
+    env = os.environ.get(OUTPUT_ENV)
+    return Path(env) if env else ROOT
 
 
 def cache_dir() -> Path:
@@ -27,14 +33,16 @@ def cache_dir() -> Path:
 
 
 def figures_dir(run_tag: str = "default") -> Path:
-    """`figures/<run_tag>/`, created on demand (the default tag's folder is git-ignored)."""
-    path = ROOT / "figures" / run_tag
+    """`figures/<run_tag>/`, created on demand (the default tag's folder is git-ignored).
+
+    Under `$KIT_OUTPUT_DIR` (a sweep's run folder) the same layout lives inside that folder."""
+    path = _output_root() / "figures" / run_tag
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def runs_dir(run_tag: str = "default") -> Path:
-    """`runs/<run_tag>/` for run directories (checkpoints, manifests, metrics)."""
-    path = ROOT / "runs" / run_tag
+    """`runs/<run_tag>/` for run directories (checkpoints, manifests, metrics); see figures_dir."""
+    path = _output_root() / "runs" / run_tag
     path.mkdir(parents=True, exist_ok=True)
     return path

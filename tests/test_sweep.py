@@ -1,0 +1,105 @@
+"""`python -m kit sweep`: grids, resumable / atomic / isolated runs, the summary table and figure."""
+import glob
+import json
+import subprocess
+import sys
+
+import nbformat
+import pandas as pd
+import papermill
+import pytest
+
+from kit.paths import ROOT
+from kit.sweep import SweepError, combinations, notebook_parameters, parse_values, read_grid, run_id, sweep
+
+NOTEBOOKS = sorted(glob.glob(str(ROOT / "notebooks" / "[0-9][0-9]_*.ipynb")))
+
+
+def _probe_notebook(folder):
+    """A three-cell notebook that records X² and fails when WORD is 'boom' (runs in ~3 s)."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('X: int = 1  # a number\nWORD: str = "ok"  # "boom" fails\nRUN_TAG: str = "default"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params,
+                nbformat.v4.new_code_cell("import kit\nfrom kit.paths import figures_dir\n"
+                                          "if WORD == 'boom':\n    raise ValueError(f'boom requested with X={X}')"),
+                nbformat.v4.new_code_cell("(figures_dir(RUN_TAG) / 'probe.txt').write_text(str(X))\n"
+                                          "kit.record('probe', RUN_TAG, x=X, square=X * X, nested={'cube': X ** 3})")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "probe.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_grid_values_are_read_as_yaml(tmp_path):
+    assert parse_values("1e-3,2,ga") == [0.001, 2, "ga"]
+    assert parse_values("[ga,npo],[ga]") == [["ga", "npo"], ["ga"]]       # list-valued parameters
+    (tmp_path / "g.yaml").write_text("LR: [0.001, 0.01]\nMODEL: tiny\nOBJECTIVES: [[ga], [npo]]\n")
+    grid = read_grid(tmp_path / "g.yaml")
+    assert grid == {"LR": [0.001, 0.01], "MODEL": ["tiny"], "OBJECTIVES": [["ga"], ["npo"]]}
+    combos = combinations(grid)
+    assert len(combos) == 4 and combos[0] == {"LR": 0.001, "MODEL": "tiny", "OBJECTIVES": ["ga"]}
+    assert run_id("a.ipynb", {"X": 1}) != run_id("a.ipynb", {"X": 2}) == run_id("dir/a.ipynb", {"X": 2})
+    with pytest.raises(SweepError, match="'LR' has an empty list"):
+        combinations({"LR": []})
+    with pytest.raises(SweepError, match="not found"):
+        read_grid(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.rsplit("/", 1)[-1])
+def test_every_notebook_has_parameters_papermill_can_read(path):
+    """The sweep checks names against the `parameters` cell; papermill's own reader must see the same."""
+    ours = notebook_parameters(path)
+    assert "RUN_TAG" in ours
+    assert set(papermill.inspect_notebook(path)) == set(ours)
+
+
+def test_unknown_parameter_is_refused_before_anything_runs(tmp_path):
+    nb = _probe_notebook(tmp_path)
+    with pytest.raises(SweepError, match="has no parameter 'Y'; its parameters are: X, WORD, RUN_TAG"):
+        sweep(nb, {"Y": [1]}, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    cli = subprocess.run([sys.executable, "-m", "kit", "sweep", str(nb), "-p", "Y", "1,2"], capture_output=True, text=True)
+    assert cli.returncode == 2 and "has no parameter 'Y'" in cli.stderr
+
+
+def test_sweep_is_resumable_atomic_and_isolates_failures(tmp_path):
+    nb, out = _probe_notebook(tmp_path), tmp_path / "out"
+    grid = {"X": [2, 3], "WORD": ["ok", "boom"]}
+    first = sweep(nb, grid, out, jobs=2, log=lambda *_: None)
+    assert sorted(r.status for r in first.runs) == ["done", "done", "failed", "failed"]
+    for r in first.failed:                                  # the summary names the run, the cell and the error
+        assert r.cell.startswith("cell 2: import kit") and r.error == f"ValueError: boom requested with X={r.params['X']}"
+        assert (out / ".failed" / r.run / "probe.ipynb").exists()
+    done = [r for r in first.runs if r.status == "done"]
+    for r in done:                                          # everything the run wrote is inside its folder
+        folder = out / r.run
+        assert json.loads((folder / "runs/default/results/probe.json").read_text())["square"] == r.params["X"] ** 2
+        assert (folder / "figures/default/probe.txt").read_text() == str(r.params["X"])
+        assert (folder / "probe.ipynb").exists() and (folder / "params.yaml").exists()
+    assert not list(out.glob(".partial-*"))
+    table = pd.read_csv(out / "summary.csv")
+    assert len(table) == 4 and set(table.status) == {"done", "failed"}
+    ok = table[table.status == "done"].set_index("X")
+    assert ok.loc[3, "square"] == 9 and ok.loc[2, "nested.cube"] == 8
+    assert pd.read_parquet(out / "summary.parquet").shape == table.shape
+    assert (out / "summary.png").stat().st_size > 1000
+    stamps = {r.run: (out / r.run / "status.json").stat().st_mtime_ns for r in done}
+
+    again = sweep(nb, grid, out, jobs=2, log=lambda *_: None)          # finished runs are skipped, failed rerun
+    assert sorted(r.status for r in again.runs) == ["failed", "failed", "skipped", "skipped"]
+    assert {r.run: (out / r.run / "status.json").stat().st_mtime_ns for r in done} == stamps
+    assert len(again.table) == 4
+
+
+def test_a_numbered_notebook_sweeps(tmp_path):
+    """A real notebook, two values at a time, through the command line."""
+    out = tmp_path / "quick"
+    cli = subprocess.run([sys.executable, "-m", "kit", "sweep", str(ROOT / "notebooks/00_quickstart.ipynb"),
+                          "-p", "MAX_ITEMS", "20,40", "-p", "N_SHOW", "1", "--jobs", "2", "--out", str(out)],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    table = pd.read_csv(out / "summary.csv")
+    assert sorted(table.MAX_ITEMS) == [20, 40] and (table.status == "done").all()
+    assert table["forget_nll"].notna().all() and "2 done, 0 skipped" in cli.stdout
+    assert len(list(out.glob("*/figures/default/00_quickstart_knowledge.png"))) == 2
