@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kit-installed
 TAG    ?= default
 
-.PHONY: setup demo test bench data lab clean-cache
+.PHONY: setup demo test bench data lab clean-cache browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ demo: setup  ## run the quickstart notebook on the defaults; figures land in fig
 	mkdir -p runs/notebooks
 	$(BIN)/papermill notebooks/00_quickstart.ipynb runs/notebooks/00_quickstart.ipynb -p RUN_TAG $(TAG)
 
-test: setup  ## unit tests + every notebook under nbval (defaults = smoke run)
+test: setup browser  ## unit tests + every notebook under nbval (defaults = smoke run)
 	$(BIN)/python -m pytest --nbval-lax tests notebooks
+
+browser:  ## Debian's chromium for the explorer's browser test, where apt and root are at hand (else it is skipped)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	  echo "chromium not installed: tests/test_explorer_browser.py will be skipped"
 
 bench: setup  ## side-by-side speed and memory ratios
 	for f in bench/[!_]*.py; do [ -e "$$f" ] || continue; $(BIN)/python $$f || exit 1; done

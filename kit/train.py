@@ -8,6 +8,7 @@ is 5 epochs, lr 2e-5, batch 32, weight decay 0.01, linear warm-up for the first 
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 
@@ -40,7 +41,8 @@ class FinetuneConfig:
 def training_args(output_dir: str, config: FinetuneConfig, n_examples: int, progress: bool,
                   **overrides) -> TrainingArguments:
     """TrainingArguments shared by fine-tuning and unlearning (no saving, no reporting)."""
-    per_epoch = math.ceil(n_examples / (config.batch_size * config.grad_accum))
+    world = int(os.environ.get("WORLD_SIZE", 1))      # processes under accelerate / torchrun (DDP)
+    per_epoch = math.ceil(n_examples / (config.batch_size * config.grad_accum * world))
     total = max(1, math.ceil(per_epoch * config.epochs))
     kwargs = dict(
         output_dir=output_dir, per_device_train_batch_size=config.batch_size,

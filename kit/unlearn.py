@@ -90,7 +90,14 @@ def _atomic_save(model, folder: Path) -> None:
     os.replace(tmp, folder)
 
 
+def _main_process() -> bool:
+    """Rank 0 under torchrun / accelerate launch (RANK is set before the process group exists)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _write_json(path: Path, obj) -> None:
+    if not _main_process():
+        return
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     os.replace(tmp, path)
@@ -107,7 +114,8 @@ class _Recorder(TrainerCallback):
     def save(self, model, step: int) -> None:
         if self.run_dir is None or step in self.manifest["steps"]:
             return
-        _atomic_save(model, self.run_dir / f"checkpoint-{step}")
+        if _main_process():              # under DDP every rank holds the same weights; one writes
+            _atomic_save(model, self.run_dir / f"checkpoint-{step}")
         self.manifest["steps"].append(step)
         _write_json(self.run_dir / "manifest.json", self.manifest)
 

@@ -52,3 +52,32 @@ def test_two_processes_give_the_same_g_effects(tmp_path):
             assert (a["component"], a["group"]) == (b["component"], b["group"])
             for col in ("e_u", "e_r"):
                 assert b[col] == pytest.approx(a[col], rel=1e-5, abs=1e-9), (case, a, b)
+
+
+def test_unlearn_and_live_probe_under_accelerate_launch_match_one_process(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo): DDP with half the batch per
+    process takes the same steps as one process, and the live G-effect probe agrees."""
+    import shutil
+    import subprocess
+    import sys
+
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from kit.paths import ROOT
+    script, launcher = ROOT / "tests" / "distributed_unlearn.py", shutil.which("accelerate", path=str(ROOT / ".venv" / "bin"))
+    launcher = launcher or shutil.which("accelerate")
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    subprocess.run([sys.executable, str(script), str(one), "4"], check=True, capture_output=True)
+    done = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(two), "4"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    x, y = pd.read_csv(one / "geffect.csv"), pd.read_csv(two / "geffect.csv")
+    assert len(x) == len(y) and list(x.step.unique()) == [0, 2, 4]
+    scale = x[["e_u", "e_r"]].abs().max().max()
+    assert ((x[["e_u", "e_r"]] - y[["e_u", "e_r"]]).abs().max().max()) < 1e-5 * scale
+    assert sorted(p.name for p in (two / "run").iterdir()) == ["checkpoint-0", "checkpoint-2", "checkpoint-4", "manifest.json"]
