@@ -195,7 +195,7 @@ def _load_tiny(variant: str, dtype, **_):
         raise ModelError(f"Unknown tiny variant {variant!r}. Valid variants: {', '.join(TINY_VARIANTS)}.")
     folder = build_tiny_family()[variant]
     tok = PreTrainedTokenizerFast.from_pretrained(folder.parent / "tokenizer")
-    model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype)
+    model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
     return model, tok
 
 
@@ -239,12 +239,14 @@ def _load_hf(name: str, dtype, trust_remote_code: bool = False):
                          "Pass a folder written by model.save_pretrained (config.json + weights).")
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     use_safetensors=True)   # never unpickle weights
     except (OSError, ValueError) as err:
         raise ModelError(
             f"Could not load model {name!r}: it is not a built-in name ({', '.join(BUILTIN)}), "
             f"not a local model directory, and not downloadable here ({type(err).__name__}). "
-            "Offline, use 'tiny' or 'smollm2-135m', or pass the path of a saved model.") from None
+            "Offline, use 'tiny' or 'smollm2-135m', or pass the path of a saved model "
+            "(weights as safetensors: the kit never loads pickled .bin files).") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

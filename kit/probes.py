@@ -32,7 +32,11 @@ def _load_checkpoint(run_dir: Path, step: int, like):
                                    "rerun the unlearning or pass steps= without it.")
     logging.disable_progress_bar()          # one bar per checkpoint is noise
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=next(like.parameters()).dtype if like else torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=next(like.parameters()).dtype if like else torch.float32,
+                                                     use_safetensors=True)
+    except Exception as err:   # noqa: BLE001 (a truncated or overwritten file: say which, load nothing)
+        raise geffect.GEffectError(f"{folder} is corrupt and was not loaded ({type(err).__name__}: {str(err)[:120]}); "
+                                   "rerun the unlearning or pass steps= without it.") from None
     finally:
         logging.enable_progress_bar()
     return model.eval()

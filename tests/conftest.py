@@ -22,12 +22,16 @@ def tiny_tokenizer(_tokenizer):
     return copy.deepcopy(_tokenizer)
 
 
+def make_random_model(tokenizer, seed: int = 0):
+    """A randomly initialised 2-layer Llama on the kit's tokenizer (about 0.2M parameters)."""
+    torch.manual_seed(seed)
+    recipe = TinyRecipe(hidden_size=32, layers=2, heads=2, intermediate_size=64)
+    return LlamaForCausalLM(tiny_config(recipe, tokenizer)).eval()
+
+
 @pytest.fixture
 def random_model(_tokenizer):
-    """A randomly initialised 2-layer Llama on the kit's tokenizer (about 0.2M parameters)."""
-    torch.manual_seed(0)
-    recipe = TinyRecipe(hidden_size=32, layers=2, heads=2, intermediate_size=64)
-    return LlamaForCausalLM(tiny_config(recipe, _tokenizer)).eval()
+    return make_random_model(_tokenizer)
 
 
 @pytest.fixture

@@ -41,9 +41,32 @@ def test_ema_mode_reports_every_k_steps(random_model, tiny_tokenizer):
 def test_missing_checkpoint_is_a_clear_error(random_model, tiny_tokenizer, tmp_path):
     config = UnlearnConfig(objective="ga", epochs=1, lr=1e-2, batch_size=4, save_every=1, seed=0)
     unlearn(random_model, tiny_tokenizer, FORGET, config=config, run_dir=tmp_path / "run")
-    (tmp_path / "run" / "checkpoint-1" / "model.safetensors").unlink()
+    weights = tmp_path / "run" / "checkpoint-1" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])                 # half-written: detected, not loaded
+    with pytest.raises(probes.geffect.GEffectError, match="checkpoint-1 is corrupt and was not loaded"):
+        probes.g_effect_over_run(tmp_path / "run", tiny_tokenizer, FORGET, RETAIN)
+    weights.unlink()
     with pytest.raises(probes.geffect.GEffectError, match="checkpoint-1 has no model.safetensors"):
         probes.g_effect_over_run(tmp_path / "run", tiny_tokenizer, FORGET, RETAIN)
+
+
+def test_explorer_views_and_errors(random_model, tiny_tokenizer, tmp_path):
+    from kit.explore import ExploreError, Explorer, find_runs
+    with pytest.raises(ExploreError, match="No run directories"):
+        find_runs(tmp_path)
+    config = UnlearnConfig(objective="npo", hparams={"beta": 0.5}, epochs=2, lr=1e-2, batch_size=4, save_every=1, seed=0)
+    unlearn(random_model, tiny_tokenizer, FORGET, config=config, run_dir=tmp_path / "npo")
+    ex = Explorer(tmp_path, tiny_tokenizer, FORGET, RETAIN)
+    assert list(ex.runs) == ["npo"] and ex.steps("npo")[0] == 0
+    toks = ex.tokens("npo", ex.steps("npo")[-1], 1)
+    assert len(toks) > 3 and toks.weight.nunique() == 1                 # NPO: one weight per sequence
+    assert ex.tokens("npo", 0, 1).weight.eq(1.0).all()                   # at the start p = p_ref: weight 1
+    with pytest.raises(ExploreError, match="Unknown run 'ga'; the runs here are: npo"):
+        ex.steps("ga")
+    with pytest.raises(ExploreError, match="no checkpoint at step 99"):
+        ex.model("npo", 99)
+    with pytest.raises(ExploreError, match=f"example {len(FORGET)} is out of range"):
+        ex.tokens("npo", 0, len(FORGET))
 
 
 def test_instance_effects_over_a_run(random_model, tiny_tokenizer, tmp_path):

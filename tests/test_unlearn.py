@@ -102,3 +102,23 @@ def test_paper_configs_by_name():
     assert (c.objective, c.regularizer, c.hparams) == ("npo", "kl", {"beta": 0.5})
     with pytest.raises(objectives.ObjectiveError, match="'npo\\+l2'.*'npo\\+nll' or 'npo\\+kl'"):
         UnlearnConfig.paper("npo+l2")
+
+
+def test_same_seed_gives_the_same_run_g_effects_and_metrics(tiny_tokenizer, tmp_path):
+    """Determinism: two runs from the same seed agree bit for bit (weights, G-effects, scores)."""
+    from conftest import make_random_model
+
+    from kit import geffect
+    from kit.evaluation import answer_scores
+    results = []
+    for attempt in range(2):
+        model = make_random_model(tiny_tokenizer)
+        config = UnlearnConfig(objective="npo", hparams={"beta": 0.5}, regularizer="nll", epochs=2, lr=1e-2,
+                               batch_size=4, seed=3)
+        run = unlearn(model, tiny_tokenizer, FORGET, RETAIN, config)
+        effects = geffect.g_effect(run.model, tiny_tokenizer, "npo", FORGET, RETAIN, hparams={"beta": 0.5},
+                                   ref=make_random_model(tiny_tokenizer))
+        results.append((torch.cat([p.detach().flatten() for p in run.model.parameters()]),
+                        effects[["e_u", "e_r"]].to_numpy(), answer_scores(run.model, tiny_tokenizer, FORGET)["nll"].to_numpy()))
+    assert torch.equal(results[0][0], results[1][0])
+    assert (results[0][1] == results[1][1]).all() and (results[0][2] == results[1][2]).all()
