@@ -265,14 +265,14 @@ def sweep(notebook: str | Path, grid: dict[str, list], out: str | Path | None = 
     Returns:
         Sweep(folder, runs, table); the table is also written as summary.csv / summary.parquet.
     """
-    notebook = Path(notebook)
+    notebook = Path(notebook).resolve()
     if notebook.suffix != ".ipynb" or not notebook.is_file():
         raise SweepError(f"Notebook {notebook} not found; pass a path such as notebooks/04_ga_and_wga.ipynb.")
     if not isinstance(jobs, int) or jobs < 1:
         raise SweepError(f"jobs must be a positive integer, got {jobs!r}.")
     combos = combinations(grid)
     check_parameters(notebook, grid)
-    out = Path(out) if out is not None else ROOT / "runs" / "sweeps" / notebook.stem
+    out = (Path(out) if out is not None else ROOT / "runs" / "sweeps" / notebook.stem).resolve()  # kernels run elsewhere
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log(f"{notebook.name}: {len(combos)} runs into {out} ({jobs} at a time, {threads} threads each)")

@@ -93,13 +93,17 @@ def test_sweep_is_resumable_atomic_and_isolates_failures(tmp_path):
 
 
 def test_a_numbered_notebook_sweeps(tmp_path):
-    """A real notebook, two values at a time, through the command line."""
+    """A real notebook, two values at a time, through the command line (relative --out: the kernels
+    run in the notebook's folder, the outputs must still land in the run folders)."""
     out = tmp_path / "quick"
     cli = subprocess.run([sys.executable, "-m", "kit", "sweep", str(ROOT / "notebooks/00_quickstart.ipynb"),
-                          "-p", "MAX_ITEMS", "20,40", "-p", "N_SHOW", "1", "--jobs", "2", "--out", str(out)],
-                         capture_output=True, text=True)
+                          "-p", "MAX_ITEMS", "20,40", "-p", "N_SHOW", "1", "--jobs", "2", "--out", "quick"],
+                         capture_output=True, text=True, cwd=tmp_path)
     assert cli.returncode == 0, cli.stdout + cli.stderr
+    said = cli.stdout + cli.stderr
     table = pd.read_csv(out / "summary.csv")
-    assert sorted(table.MAX_ITEMS) == [20, 40] and (table.status == "done").all()
-    assert table["forget_nll"].notna().all() and "2 done, 0 skipped" in cli.stdout
+    assert sorted(table.MAX_ITEMS) == [20, 40] and (table.status == "done").all(), said
+    assert table["forget_nll"].notna().all(), table.to_string()
+    assert "2 done, 0 skipped" in cli.stdout, said
     assert len(list(out.glob("*/figures/default/00_quickstart_knowledge.png"))) == 2
+    assert len(list(out.glob("*/runs/default/results/00_quickstart.json"))) == 2
