@@ -22,7 +22,7 @@ import torch
 
 from kit import objectives
 from kit.data import Collator, ForgetRetainDataset
-from kit.unlearn import UnlearnConfig, read_manifest, unlearn
+from kit.unlearn import UnlearnConfig, UnlearnError, read_manifest, unlearn
 
 
 class ExploreError(ValueError):
@@ -51,7 +51,7 @@ def make_runs(folder: str | Path, model, tokenizer, forget, retain, names, split
             manifest = read_manifest(run_dir)
             if manifest.get("finished") and manifest["config"] == _as_json(config):
                 continue
-        except Exception:       # noqa: BLE001 (missing or corrupt manifest: redo the run)
+        except UnlearnError:    # missing or corrupt manifest: redo the run
             pass
         model.load_state_dict(original)
         unlearn(model, tokenizer, forget, retain, config, run_dir=run_dir, model_id=model_id, data_id=split)

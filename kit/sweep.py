@@ -23,6 +23,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,16 +66,14 @@ class Sweep:
 
 
 # ---------------------------------------------------------------- the grid
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")   # 1e-3: a string to YAML 1.1
+
+
 def _numbers(value):
-    """YAML 1.1 reads 1e-3 as a string; numbers written that way become floats (also inside lists)."""
+    """YAML 1.1 reads 1e-3 (no dot) as a string; such numbers become floats (also inside lists)."""
     if isinstance(value, list):
         return [_numbers(v) for v in value]
-    if isinstance(value, str):
-        try:
-            return float(value) if any(c.isdigit() for c in value) else value
-        except ValueError:
-            return value
-    return value
+    return float(value) if isinstance(value, str) and _EXPONENT.fullmatch(value) else value
 
 
 def parse_values(text: str) -> list:
@@ -289,18 +288,16 @@ def sweep(notebook: str | Path, grid: dict[str, list], out: str | Path | None = 
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         runs = list(pool.map(one, combos))
-    ids = {r.run for r in runs}
     table = collect(out)
     if len(table):                                          # this sweep's runs, in the grid's order
         order = {r.run: i for i, r in enumerate(runs)}
-        table = table[table.run.isin(ids)].sort_values("run", key=lambda s: s.map(order)).reset_index(drop=True)
-    if len(table):
+        table = table[table.run.isin(order)].sort_values("run", key=lambda s: s.map(order)).reset_index(drop=True)
         _write_atomic(table, out / "summary.csv")
         _write_atomic(table, out / "summary.parquet")
         _figure(table, list(grid), out / "summary.png")
-    failed = [r for r in runs if r.status == "failed"]
+    result = Sweep(out, runs, table)
     log(f"{sum(r.status == 'done' for r in runs)} done, {sum(r.status == 'skipped' for r in runs)} skipped "
-        f"(finished before), {len(failed)} failed; table: {out / 'summary.csv'}")
-    for r in failed:
+        f"(finished before), {len(result.failed)} failed; table: {out / 'summary.csv'}")
+    for r in result.failed:
         log(f"  failed {r.run} ({out / '.failed' / r.run}) at {r.cell}: {r.error}")
-    return Sweep(out, runs, table)
+    return result
