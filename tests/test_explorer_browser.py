@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -57,18 +58,29 @@ def lab(tmp_path):
     yield url, token, tmp_path
     proc.terminate()
     proc.wait(timeout=30)
+    print("JupyterLab's log (pytest shows it when the test failed):")
+    print((tmp_path / "lab.log").read_text()[-4000:])
 
 
 def _wait_idle(url: str, token: str, timeout: float) -> None:
-    """Until the server's one kernel exists and is idle (the REST API, not the page's widgets)."""
+    """Until the server's one kernel exists and is idle (the REST API, not the page's widgets).
+
+    While a kernel is being started, jupyter_server lists it before it has an execution state
+    and answers /api/kernels with a 500; that window (seconds on a loaded machine) is retried.
+    """
     import json
-    end = time.time() + timeout
+    end, last = time.time() + timeout, "no answer"
     while time.time() < end:
-        kernels = json.load(urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=5))
-        if kernels and all(k["execution_state"] == "idle" for k in kernels):
-            return
+        try:
+            kernels = json.load(urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=5))
+        except urllib.error.HTTPError as err:
+            kernels, last = [], f"HTTP {err.code}"
+        else:
+            last = ", ".join(k["execution_state"] for k in kernels) or "no kernel"
+            if kernels and all(k["execution_state"] == "idle" for k in kernels):
+                return
         time.sleep(1)
-    raise AssertionError(f"the kernel was not idle after {timeout} s")
+    raise AssertionError(f"the kernel was not idle after {timeout} s (last answer: {last})")
 
 
 def test_explorer_runs_in_jupyterlab_and_its_widgets_update_the_views(lab):
