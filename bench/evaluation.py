@@ -1,19 +1,24 @@
 """How much faster is kit.tofu's evaluation than the straightforward per-item loop, and is it exact?
 
 Per model, on the same items (TOFU's four splits plus a holdout split for MIA), two jobs:
-  (a) kit     kit.tofu.score_items: every answer of every item (gold, paraphrased, 5 perturbed)
-              flattened into length-sorted batches, one forward pass per batch with the vocabulary
-              projection on answer positions only; greedy generation batched with left padding;
+  (a) kit     kit.tofu.score_items: each distinct prompt runs once and all its answers (gold,
+              paraphrased, 5 perturbed) continue from its key/value cache in batches, with the
+              vocabulary projection on answer positions only; greedy generation batched with
+              left padding;
   (b) loop    what a first implementation does: for each item, one forward pass per answer
               (full logits), then `generate` on that question alone (KV cache on, batch of one).
 Both feed the same aggregation (kit.tofu.aggregate). The bench reports the time ratio, the
-largest relative difference (to max(|value|, 1)) in any per-item loss and summary number, and how many greedy answers differ.
+largest relative difference (to max(|value|, 1)) in any per-item loss and summary number, and
+how many greedy answers differ. Both run in fp32, where matrix products of different shapes
+round differently; so the first N_EXACT items of each split are also scored by the loop on an
+fp64 copy of the model, and each method's largest difference from those exact losses is shown.
 One JSON line per model ends the output.
 
 Usage: python bench/evaluation.py [tiny,smollm2-135m] [items per split for smollm2-135m]
 """
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -23,6 +28,7 @@ import pandas as pd
 import torch
 
 MAX_NEW_TOKENS = 48
+N_EXACT = 4          # items per split also scored in fp64 (the exact losses both are held to)
 
 
 def _splits(model_name: str, n_small: int) -> dict:
@@ -34,15 +40,14 @@ def _splits(model_name: str, n_small: int) -> dict:
 
 
 @torch.no_grad()
-def _loop_items(model, tok, splits: dict) -> pd.DataFrame:
-    """The per-item reference: one forward per answer, one generate per question."""
-    from kit.data import encode_qa, prompt_ids, resolve_template
-    from kit.tofu import _rouge
+def _loop_losses(model, tok, splits: dict) -> pd.DataFrame:
+    """Per item, one forward pass per answer (full logits, in the model's dtype): TOFU's losses."""
+    from kit.data import encode_qa, resolve_template
     template = resolve_template(tok)
 
     def nll(question, answer):
         ex = encode_qa(tok, question, answer, template)
-        logits = model(torch.tensor([ex["input_ids"]])).logits[0, :-1].float()
+        logits = model(torch.tensor([ex["input_ids"]])).logits[0, :-1]
         labels = torch.tensor(ex["labels"][1:])
         keep = labels != -100
         return float(-torch.log_softmax(logits[keep], -1).gather(-1, labels[keep, None]).mean())
@@ -56,15 +61,40 @@ def _loop_items(model, tok, splits: dict) -> pd.DataFrame:
                 true_side = rec["paraphrased_answer"] if role in ("forget", "retain") else rec["answer"]
                 row["avg_paraphrased_loss"] = nll(rec["question"], true_side)
                 row["average_perturb_loss"] = [nll(rec["question"], a) for a in rec["perturbed_answer"]]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def _loop_items(model, tok, splits: dict) -> pd.DataFrame:
+    """The per-item reference: one forward per answer, one generate per question."""
+    from kit.data import prompt_ids, resolve_template
+    from kit.tofu import _rouge
+    template = resolve_template(tok)
+    items = _loop_losses(model, tok, splits)
+    generated = []
+    for role, records in splits.items():
+        for rec in records:
             ids = torch.tensor([prompt_ids(tok, rec["question"], template)])
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
                                  do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id,
                                  eos_token_id=tok.eos_token_id)
-            row["generated"] = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
-            rows.append(row)
-    items = pd.DataFrame(rows)
+            generated.append(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+    items["generated"] = generated
     items["rouge1_recall"], items["rougeL_recall"] = _rouge(list(items["gold"]), list(items["generated"]))
     return items
+
+
+def _loss_diff(mine: pd.DataFrame, other: pd.DataFrame) -> float:
+    """Largest relative difference (to max(|value|, 1)) between two item tables' losses."""
+    def rel(a, b):
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        return float((np.abs(a - b) / np.maximum(np.abs(b), 1.0)).max())
+    mine, other = mine.reset_index(drop=True), other.reset_index(drop=True)
+    scored, ref = mine[mine.split != "holdout"], other[other.split != "holdout"]
+    return max(rel(mine["avg_gt_loss"], other["avg_gt_loss"]),
+               rel(scored["avg_paraphrased_loss"], ref["avg_paraphrased_loss"]),
+               max(rel(a, b) for a, b in zip(scored["average_perturb_loss"], ref["average_perturb_loss"])))
 
 
 def bench(model_name: str, n_small: int) -> dict:
@@ -82,14 +112,14 @@ def bench(model_name: str, n_small: int) -> dict:
     slow = _loop_items(model, tok, splits)
     t_loop = time.perf_counter() - start
 
-    scored = fast[fast.split != "holdout"]
-    ref = slow[slow.split != "holdout"]
-    def rel(a, b):
-        a, b = np.asarray(a, float), np.asarray(b, float)
-        return float((np.abs(a - b) / np.maximum(np.abs(b), 1.0)).max())
-    loss_diff = max(rel(fast["avg_gt_loss"], slow["avg_gt_loss"]),
-                    rel(scored["avg_paraphrased_loss"], ref["avg_paraphrased_loss"]),
-                    max(rel(a, b) for a, b in zip(scored["average_perturb_loss"], ref["average_perturb_loss"])))
+    # exact losses: the per-item loop on an fp64 copy of the model, for the first items of each split
+    few = {role: recs[:N_EXACT] for role, recs in splits.items()}
+    exact = _loop_losses(copy.deepcopy(model).double(), tok, few)
+    def first(items):
+        return pd.concat([items[items.split == role].head(N_EXACT) for role in few], ignore_index=True)
+    loss_diff = _loss_diff(fast, slow)
+    kit_exact, loop_exact = _loss_diff(first(fast), exact), _loss_diff(first(slow), exact)
+    scored, ref = fast[fast.split != "holdout"], slow[slow.split != "holdout"]
     a, b = tofu.aggregate(scored), tofu.aggregate(ref)
     summary_diff = max(abs(a[k] - b[k]) / max(abs(b[k]), 1.0) for k in a)
     differing = int((fast["generated"] != slow["generated"]).sum())
@@ -99,8 +129,10 @@ def bench(model_name: str, n_small: int) -> dict:
     print(f"  {'loop':<6}{t_loop:>10.2f}{t_loop / t_kit:>8.2f}")
     print(f"  largest relative difference: per-item loss {loss_diff:.2e}, summary number {summary_diff:.2e}; "
           f"{differing} of {n_items} greedy answers differ")
+    print(f"  against fp64 losses ({len(exact)} items): kit {kit_exact:.2e}, loop {loop_exact:.2e}")
     return {"model": model_name, "items": n_items, "kit_seconds": round(t_kit, 3), "loop_seconds": round(t_loop, 3),
             "loop_over_kit": round(t_loop / t_kit, 2), "max_loss_rel_diff": float(loss_diff),
+            "kit_vs_fp64": kit_exact, "loop_vs_fp64": loop_exact,
             "max_summary_rel_diff": float(summary_diff), "differing_generations": differing}
 
 

@@ -14,7 +14,6 @@ from its cached keys/values; otherwise whole sequences go in length-sorted batch
 from __future__ import annotations
 
 import copy
-import inspect
 
 import numpy as np
 import pandas as pd
@@ -22,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kit.data import IGNORE, answer_ids, encode_qa, pad_batch, prompt_ids, resolve_template
-from kit.objectives import fp32
+from kit.objectives import answer_logits, fp32, keeps_logits
 
 
 def _device(model) -> torch.device:
@@ -31,25 +30,6 @@ def _device(model) -> torch.device:
 
 def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def _keeps_logits(model) -> bool:
-    """Whether the model's forward takes `logits_to_keep` (project only some positions)."""
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-def _answer_logits(model, batch: dict, keep: torch.Tensor) -> torch.Tensor:
-    """Logits [N, V] at the positions `keep` [B, T] (True where the next token is an answer token).
-
-    Uses the model's `logits_to_keep` with a boolean mask when it has one, so the vocabulary
-    projection runs on answer positions only; otherwise slices the full logits.
-    """
-    if _keeps_logits(model):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       logits_to_keep=keep).logits
-        if logits.ndim == 2 and logits.shape[0] == int(keep.sum()):
-            return logits
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[keep]
 
 
 def _token_columns(logits: torch.Tensor, gold: torch.Tensor, tokens: bool) -> dict[str, torch.Tensor]:
@@ -71,8 +51,8 @@ def _flat_batches(model, encoded: list[dict], pad: int, batch_size: int, tokens:
         idx = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in idx], pad).items()}
         targets = batch["labels"][:, 1:]
-        keep = torch.nn.functional.pad(targets != IGNORE, (0, 1))       # position t predicts token t+1
-        yield idx, _token_columns(_answer_logits(model, batch, keep), targets[keep[:, :-1]], tokens), keep.sum(1).tolist()
+        answer = targets != IGNORE
+        yield idx, _token_columns(answer_logits(model, batch)[1], targets[answer], tokens), answer.sum(1).tolist()
 
 
 def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[int]], pad: int, batch_size: int,
@@ -87,7 +67,7 @@ def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[i
     by_length: dict[int, list[tuple]] = {}
     for prompt in owners:
         by_length.setdefault(len(prompt), []).append(prompt)
-    only_last = {"logits_to_keep": 1} if _keeps_logits(model) else {}
+    only_last = {"logits_to_keep": 1} if keeps_logits(model) else {}
     bar = tqdm(total=len(prompts), disable=not progress, desc="scoring")
     for length, group in sorted(by_length.items()):
         for start in range(0, len(group), batch_size):

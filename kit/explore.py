@@ -114,7 +114,7 @@ class Explorer:
         data = ForgetRetainDataset([self.forget[example]], self.retain[:1], self.tok, with_idk=name in ("po", "idkdpo"))
         batch = Collator(self.tok)([data[0]])
         ref = self.model(run, 0) if objectives.needs_reference(name) else None
-        logp, mask = objectives._logprobs(model, batch["forget"])
+        logp, mask = objectives.logprobs(model, batch["forget"])
         weight = torch.full_like(logp, float("nan"))
         if name != "rmu":
             out = objectives.compute(name, model, batch, ref=ref, **config["hparams"])

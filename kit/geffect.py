@@ -101,8 +101,8 @@ def _to(batch, device):
 
 
 def _item_nll_sum(logits, labels) -> torch.Tensor:
-    """Σ over the batch of each item's mean answer-token NLL."""
-    logp, mask = objectives.answer_logprobs(logits, labels)
+    """Σ over the batch of each item's mean answer-token NLL (full or answer-position logits)."""
+    logp, mask = objectives.logprobs_of(logits, labels)
     return -(logp.sum(1) / mask.sum(1).clamp(min=1)).sum()
 
 
@@ -112,8 +112,7 @@ def _risk_backward(model, dataset, tokenizer, batch_size: int, total: int | None
     device, n = next(model.parameters()).device, total or len(dataset)
     for batch in _batches(dataset, tokenizer, batch_size):
         batch = _to(batch, device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        (_item_nll_sum(logits, batch["labels"]) / n).backward()
+        (_item_nll_sum(objectives.answer_logits(model, batch)[1], batch["labels"]) / n).backward()
 
 
 class _SharedForward:
@@ -130,7 +129,7 @@ class _SharedForward:
         if input_ids is not self.key:
             return self.model(input_ids=input_ids, attention_mask=attention_mask, **kw)
         if self.out is None:
-            self.out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+            self.out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kw)
         return self.out
 
 
@@ -324,8 +323,7 @@ def risk(model, tokenizer, records, template: str = "auto", max_length: int = 51
     device, total = next(model.parameters()).device, 0.0
     for batch in _batches(data, tokenizer, batch_size):
         batch = _to(batch, device)
-        logp, mask = objectives.answer_logprobs(model(input_ids=batch["input_ids"],
-                                                      attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        logp, mask = objectives.logprobs(model, batch)
         total += float((-(logp.sum(1) / mask.sum(1).clamp(min=1))).double().sum())
     return total / len(data)
 
@@ -468,8 +466,7 @@ def pg_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict
         else:
             weight = float("nan")
         part = batch["forget"]
-        logp, mask = objectives.answer_logprobs(model(input_ids=part["input_ids"],
-                                                      attention_mask=part["attention_mask"]).logits, part["labels"])
+        logp, mask = objectives.logprobs(model, part)
         with _Streamer(pairs) as stream:
             logp.sum().backward()
         n = int(mask.sum())

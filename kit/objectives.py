@@ -17,6 +17,7 @@ and `ref` is the frozen original model. Losses are minimised. Formulas: ../share
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -57,8 +58,40 @@ def _forward(model, part: dict, **kw):
     return model(input_ids=part["input_ids"], attention_mask=part["attention_mask"], **kw)
 
 
-def _logprobs(model, part: dict):
-    return answer_logprobs(_forward(model, part).logits, part["labels"])
+def keeps_logits(model) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (projects only the positions asked for)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def answer_logits(model, part: dict, **kw):
+    """(model output, logits [N, V] at the N positions whose next token is an answer token).
+
+    The vocabulary projection (and its [B, T, V] activations, the largest tensors of a forward
+    pass) runs on answer positions only when the model takes `logits_to_keep`; otherwise the
+    full logits are sliced.
+    """
+    keep = F.pad(part["labels"][:, 1:] != IGNORE, (0, 1))       # position t predicts token t+1
+    if keeps_logits(model):
+        out = _forward(model, part, logits_to_keep=keep, **kw)
+        if out.logits.ndim == 2 and out.logits.shape[0] == int(keep.sum()):
+            return out, out.logits
+    else:
+        out = _forward(model, part, **kw)
+    return out, out.logits[keep]
+
+
+def logprobs_of(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """answer_logprobs from full logits [B, T, V] or from answer-position logits [N, V]."""
+    if logits.ndim == 3:
+        return answer_logprobs(logits, labels)
+    mask = labels[:, 1:] != IGNORE
+    picked = torch.log_softmax(fp32(logits), -1).gather(-1, labels[:, 1:][mask][:, None]).squeeze(-1)
+    return picked.new_zeros(mask.shape).masked_scatter(mask, picked), mask
+
+
+def logprobs(model, part: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p_i of each answer token of `part` (a padded sub-batch) under `model`: ([B, T-1], mask)."""
+    return logprobs_of(answer_logits(model, part)[1], part["labels"])
 
 
 @torch.no_grad()
@@ -66,7 +99,7 @@ def _ref_logprobs(ref, part: dict):
     if ref is None:
         raise ObjectiveError("This objective compares against the original model: pass ref= (a frozen "
                              "copy, kit.objectives.make_reference(model)).")
-    return _logprobs(ref, part)
+    return logprobs(ref, part)
 
 
 def _mean_tokens(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -141,7 +174,7 @@ WEIGHTS = {"ga": _w_ga, "wga": _w_wga, "satimp": _w_satimp, "npo": _w_npo, "simn
 def _token_ascent(name: str, model, batch, ref, hp: dict) -> Output:
     """Weighted GA with the token weights of `name`: L = mean_s mean_i sg(w_i) log p_i."""
     part = _part(batch, "forget", name)
-    logp, mask = _logprobs(model, part)
+    logp, mask = logprobs(model, part)
     ref_logp = _ref_logprobs(ref, part)[0] if name in NEEDS_REFERENCE else None
     w = WEIGHTS[name](logp.detach(), ref_logp, **hp).detach()
     per = _mean_tokens(w * logp, mask)
@@ -176,7 +209,7 @@ def wtnpo(model, batch, ref=None, alpha: float = 1.5, beta: float = 5.0) -> Outp
 def npo(model, batch, ref=None, beta: float = 0.5) -> Output:
     """NPO: L = (2/β) mean_s log(1 + exp(β (log p(s) - log p_o(s)))), log p(s) summed over tokens."""
     part = _part(batch, "forget", "npo")
-    logp, mask = _logprobs(model, part)
+    logp, mask = logprobs(model, part)
     ref_logp, _ = _ref_logprobs(ref, part)
     ratio = logp.sum(1) - ref_logp.sum(1)                         # log p(s)/p_o(s)
     per = -(2 / beta) * F.logsigmoid(-beta * ratio)
@@ -186,7 +219,7 @@ def npo(model, batch, ref=None, beta: float = 0.5) -> Output:
 
 def simnpo(model, batch, ref=None, beta: float = 4.5, delta: float = 0.0) -> Output:
     """SimNPO (reference-free): L = -(2/β) mean_s log σ(β (ℓ(s) - δ)), ℓ = mean token NLL."""
-    logp, mask = _logprobs(model, _part(batch, "forget", "simnpo"))
+    logp, mask = logprobs(model, _part(batch, "forget", "simnpo"))
     nll = -_mean_tokens(logp, mask)
     per = -(2 / beta) * F.logsigmoid(beta * (nll - delta))
     seq_w = _w_simnpo(-nll.detach(), None, beta, delta)
@@ -195,7 +228,7 @@ def simnpo(model, batch, ref=None, beta: float = 4.5, delta: float = 0.0) -> Out
 
 def po(model, batch, ref=None) -> Output:
     """Preference optimisation toward refusals: NLL of an IdK answer to the forget question."""
-    logp, mask = _logprobs(model, _part(batch, "idk", "po"))
+    logp, mask = logprobs(model, _part(batch, "idk", "po"))
     per = -_mean_tokens(logp, mask)
     return Output(per.mean(), per.detach(), hparams={})
 
@@ -203,7 +236,7 @@ def po(model, batch, ref=None) -> Output:
 def idkdpo(model, batch, ref=None, beta: float = 0.1) -> Output:
     """DPO with win = refusal, lose = forget answer: -(2/β) log σ(β (Δ_win - Δ_lose)), Δ = log p/p_o."""
     win, lose = _part(batch, "idk", "idkdpo"), _part(batch, "forget", "idkdpo")
-    (lw, mw), (ll, ml) = _logprobs(model, win), _logprobs(model, lose)
+    (lw, mw), (ll, ml) = logprobs(model, win), logprobs(model, lose)
     (rw, _), (rl, _) = _ref_logprobs(ref, win), _ref_logprobs(ref, lose)
     margin = (lw.sum(1) - rw.sum(1)) - (ll.sum(1) - rl.sum(1))
     per = -(2 / beta) * F.logsigmoid(beta * margin)
@@ -253,7 +286,7 @@ NEEDS_REFERENCE = {"npo", "tnpo", "wtnpo", "idkdpo", "undial"}
 # ---------------------------------------------------------------- retain regularisers
 def retain_nll(model, batch, ref=None) -> torch.Tensor:
     """GD-style: ℓ(D_r), the mean token NLL of retain answers."""
-    logp, mask = _logprobs(model, _part(batch, "retain", "nll regulariser"))
+    logp, mask = logprobs(model, _part(batch, "retain", "nll regulariser"))
     return -_mean_tokens(logp, mask).mean()
 
 
@@ -263,11 +296,11 @@ def retain_kl(model, batch, ref=None) -> torch.Tensor:
     if ref is None:
         _ref_logprobs(None, part)
     with torch.no_grad():
-        log_o = torch.log_softmax(fp32(_forward(ref, part).logits[:, :-1]), -1)
-    log_t = torch.log_softmax(fp32(_forward(model, part).logits[:, :-1]), -1)
+        log_o = torch.log_softmax(fp32(answer_logits(ref, part)[1]), -1)
+    log_t = torch.log_softmax(fp32(answer_logits(model, part)[1]), -1)
     mask = part["labels"][:, 1:] != IGNORE
-    kl = (log_o.exp() * (log_o - log_t)).sum(-1)
-    return _mean_tokens(kl, mask).mean()
+    kl = (log_o.exp() * (log_o - log_t)).sum(-1)              # [N] answer positions
+    return _mean_tokens(kl.new_zeros(mask.shape).masked_scatter(mask, kl), mask).mean()
 
 
 REGULARIZERS = {"none": None, "nll": retain_nll, "kl": retain_kl}

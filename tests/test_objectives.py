@@ -176,3 +176,29 @@ def test_weight_curves_are_the_weights_the_objectives_use(random_model, ref, bat
         obj.weight("tnpo", q)
     with pytest.raises(obj.ObjectiveError, match="no weight"):
         obj.weight("rmu", q)
+
+
+class _NoLogitsToKeep(torch.nn.Module):
+    """The same model behind a forward that cannot project only some positions (full logits)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids=None, attention_mask=None, **kw):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kw)
+
+
+def test_answer_position_logits_equal_full_logits_in_value_and_gradient(random_model, batch):
+    part = batch["forget"]
+    assert obj.keeps_logits(random_model) and not obj.keeps_logits(_NoLogitsToKeep(random_model))
+    _, logits = obj.answer_logits(random_model, part)
+    assert logits.shape == (int((part["labels"][:, 1:] != -100).sum()), random_model.config.vocab_size)
+    fast, mask = obj.logprobs(random_model, part)
+    g_fast = _grad(random_model, fast.sum())
+    slow, mask_slow = obj.logprobs(_NoLogitsToKeep(random_model), part)
+    g_slow = _grad(random_model, slow.sum())
+    ref_logp, ref_mask = _token_logp(random_model, part)
+    assert torch.equal(mask, mask_slow) and torch.equal(mask, ref_mask)
+    assert torch.allclose(fast, slow, atol=1e-5) and torch.allclose(fast, ref_logp * ref_mask, atol=1e-5)
+    assert torch.allclose(g_fast, g_slow, rtol=1e-4, atol=1e-6)
