@@ -22,7 +22,7 @@ _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
 }
 _MODULES = ("attribution", "evaluation", "explore", "geffect", "groups", "mia", "models", "objectives", "probes",
-            "sweep", "tofu", "unlearn")
+            "processes", "sweep", "tofu", "unlearn")
 __all__ = sorted(_HOME) + list(_MODULES)
 
 

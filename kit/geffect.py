@@ -24,16 +24,22 @@ Tied input/output embeddings (smollm2-135m, GPT-2) share one matrix W whose grad
 of an input-side part a and an output-side part b. The probe unties W into two temporary copies,
 reports a_Rᵀa_L under `embed`, b_Rᵀb_L under `lm` and the cross terms a_Rᵀb_L + b_Rᵀa_L under
 `tied_cross`, so the groups still sum to the exact total.
+
+Several processes (torch.distributed): the forget and retain sets are split over them. With
+replicated parameters ∇L is all-reduced and each process streams its own items' risk gradients;
+with FSDP-sharded parameters every gradient stays a shard and each process dots its shards. In
+both cases the partial dot products are summed, so every process gets the single-process numbers.
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
 import torch
 
-from kit import objectives
+from kit import objectives, processes
 from kit.data import Collator, ForgetRetainDataset, QADataset
 from kit.groups import GroupError, group_order, ordered_groups, param_groups, tied, untied  # noqa: F401 (re-exported)
 
@@ -47,10 +53,10 @@ class _Streamer:
     """While active, every parameter gradient produced by backward is dotted with stored
     reference gradients (per group) and freed at once."""
 
-    def __init__(self, pairs: dict[torch.nn.Parameter, list[tuple]]):
+    def __init__(self, pairs: dict[torch.nn.Parameter, list[tuple]], streaming: bool = True):
         self.pairs = pairs                    # param -> [(slot, group, reference grad, element mask or None)]
         self.sums: dict[tuple[str, str], float] = defaultdict(float)
-        self.handles = []
+        self.handles, self.streaming = [], streaming
 
     def _hook(self, param):
         g = _acc(param.grad)
@@ -65,16 +71,23 @@ class _Streamer:
         param.grad = None
 
     def __enter__(self):
-        self.handles = [p.register_post_accumulate_grad_hook(self._hook) for p in self.pairs]
+        if self.streaming:
+            self.handles = [p.register_post_accumulate_grad_hook(self._hook) for p in self.pairs]
         return self
 
     def __exit__(self, *exc):
         for h in self.handles:
             h.remove()
+        if not self.streaming and exc[0] is None:   # FSDP sets sharded gradients itself: dot them at the end
+            for p in self.pairs:
+                if p.grad is not None:
+                    self._hook(p)
 
 
 def _acc(grad: torch.Tensor) -> torch.Tensor:
-    """Flattened, in fp32 at least (fp64 stays fp64: the finite-difference checks use it)."""
+    """Flattened, in fp32 at least (fp64 stays fp64: the finite-difference checks use it); of a
+    sharded (FSDP) gradient, this process's shard."""
+    grad = grad.to_local() if hasattr(grad, "to_local") else grad
     return grad.flatten().to(torch.promote_types(grad.dtype, torch.float32))
 
 
@@ -134,7 +147,7 @@ class _SharedForward:
 
 
 def _objective_backward(model, name, forget, retain, tokenizer, ref, hparams, batch_size, template, max_length,
-                        total: int | None = None):
+                        total: int | None = None, share: bool = True):
     """Backward of L(D_u) = the objective's mean over the forget set (retain/idk parts as it needs).
 
     When the forget set is a single batch, returns (forget part, forward output) with the graph
@@ -146,9 +159,9 @@ def _objective_backward(model, name, forget, retain, tokenizer, ref, hparams, ba
     shared = None
     for start in range(0, n, batch_size):
         part = _to(Collator(tokenizer)([data[i] for i in range(start, min(start + batch_size, n))]), device)
-        runner = _SharedForward(model, part["forget"]["input_ids"]) if n <= batch_size else model
+        runner = _SharedForward(model, part["forget"]["input_ids"]) if share and n <= batch_size else model
         out = objectives.get(name)(runner, part, ref=ref, **hparams)
-        keep = n <= batch_size and runner.out is not None
+        keep = runner is not model and runner.out is not None
         (out.loss * (len(part["forget"]["input_ids"]) / (total or n))).backward(retain_graph=keep)
         shared = (part["forget"], runner.out) if keep else None
     return shared
@@ -160,41 +173,6 @@ def _regularizer_backward(model, name, retain, tokenizer, ref, batch_size, templ
     for batch in _batches(data, tokenizer, batch_size):
         loss = fn(model, {"retain": _to(batch, device)}, ref=ref)
         (loss * (len(batch["input_ids"]) / n)).backward()
-
-
-def _world() -> tuple[int, int]:
-    """(rank, world size) under torch.distributed, else (0, 1)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _reduce(model, grads: dict, world: int) -> dict:
-    """Sum gradients over processes (every trainable parameter, in model order, zeros where absent)."""
-    if world == 1:
-        return grads
-    out = {}
-    for p in model.parameters():
-        if p.requires_grad:
-            g = grads.get(p)
-            g = g.clone() if g is not None else torch.zeros(p.numel(), dtype=torch.promote_types(p.dtype, torch.float32),
-                                                            device=p.device)
-            torch.distributed.all_reduce(g)
-            out[p] = g
-    return out
-
-
-def _reduce_sums(sums: dict, pairs: dict) -> dict:
-    """Sum each process's partial dot products (same keys, same order on every process)."""
-    keys = sorted({(slot, g) for items in pairs.values() for slot, group, _, sel in items
-                   for g in ((group,) if sel is None else ("selected", "rest"))})
-    out = {}
-    for risk, part in sums.items():
-        vec = torch.tensor([part.get(k, 0.0) for k in keys], dtype=torch.float64)
-        torch.distributed.all_reduce(vec)
-        out[risk] = dict(zip(keys, vec.tolist()))
-    return out
 
 
 def _pairs(model, groups: dict[str, str], refs: dict, head_copy, mask=None) -> dict:
@@ -254,7 +232,7 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
                                         f"{', '.join(objectives.REGULARIZERS)}.")
     hparams, forget, retain = dict(hparams or {}), list(forget), list(retain)
     reg_data = list(reg_retain) if reg_retain is not None else retain
-    rank, world = _world()
+    rank, world = processes.world()
     n_u, n_r, n_reg = len(forget), len(retain), len(reg_data)
     if world > 1:   # each process takes a shard; gradients of L are summed, then partial dots
         if min(n_u, n_r, n_reg) < world:
@@ -268,22 +246,27 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
         group_of = {n: "mask" if n in mask.masks else "fixed" for n, p in model.named_parameters() if p.requires_grad}
     else:
         group_of = param_groups(model, groups)
+    sharded = processes.sharded(model)
+    if sharded and (mask is not None or keep_grad or tied(model)):
+        raise GEffectError("Under FSDP the probe supports parameter groups only: no weight-mask groups, no "
+                           "stepping, no tied embeddings; probe an unsharded copy for those.")
+    reduce = (lambda grads: grads) if sharded else (lambda grads: processes.reduce_grads(model, grads, world))
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)
-    with untied(model) as head_copy:
+    with untied(model) as head_copy, (processes.summed_shard_gradients(model) if sharded else nullcontext()):
         refs = {}
         shared = _objective_backward(model, objective, forget, None, tokenizer, ref, hparams, batch_size,
-                                     template, max_length, total=n_u)
-        refs[objective] = _reduce(model, _take_grads(model), world)
+                                     template, max_length, total=n_u, share=not sharded)
+        refs[objective] = reduce(_take_grads(model))
         if regularizer != "none":
             _regularizer_backward(model, regularizer, reg_data, tokenizer, ref, batch_size, template, max_length,
                                   total=n_reg)
-            refs[regularizer] = {p: reg_weight * g for p, g in _reduce(model, _take_grads(model), world).items()}
+            refs[regularizer] = {p: reg_weight * g for p, g in reduce(_take_grads(model)).items()}
         pairs = _pairs(model, group_of, refs, head_copy, mask)
         sums = {}
         for risk, records in (("e_u", forget), ("e_r", retain)):
-            with _Streamer(pairs) as stream:
+            with _Streamer(pairs, streaming=not sharded) as stream:
                 if risk == "e_u" and shared is not None:      # reuse the objective's forward pass
                     part, out = shared
                     (_item_nll_sum(out.logits, part["labels"]) / n_u).backward()
@@ -293,7 +276,7 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
                                    total=n_u if risk == "e_u" else n_r)
             sums[risk] = stream.sums
         if world > 1:
-            sums = _reduce_sums(sums, pairs)
+            sums = processes.reduce_sums(sums, pairs)
         grad = None
         if keep_grad:
             if head_copy is not None:

@@ -1,5 +1,6 @@
-"""Two CPU processes (gloo) give the same G-effects as one: gradients of L are summed over the
-shards, the risk gradients' partial dot products are summed after streaming."""
+"""Two CPU processes (gloo) give the same G-effects as one: with replicated parameters the
+gradients of L are summed over the data shards and the risk gradients' partial dot products are
+summed after streaming; with FSDP-sharded parameters each process dots its own parameter shards."""
 import json
 
 import pytest
@@ -23,28 +24,39 @@ def _model():
     return LlamaForCausalLM(tiny_config(recipe, tok)).eval(), tok
 
 
-def _effects(objective, hparams, regularizer):
-    from kit import geffect
+def _effects(objective, hparams, regularizer, fsdp=False):
+    from kit import geffect, objectives, processes
     model, tok = _model()
-    df = geffect.g_effect(model, tok, objective, FORGET, RETAIN, hparams=hparams, regularizer=regularizer, batch_size=2)
+    ref = objectives.make_reference(model)      # unsharded: forward only, on this process's items
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+        for block in model.model.layers:
+            fully_shard(block)
+        fully_shard(model)
+        assert processes.sharded(model)            # each process holds a slice of every parameter
+    df = geffect.g_effect(model, tok, objective, FORGET, RETAIN, hparams=hparams, regularizer=regularizer, ref=ref,
+                          batch_size=2)
     return df.to_dict("records")
 
 
-def _worker(rank, init, out, cases):
+def _worker(rank, init, out, cases, fsdp):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
-        results = [_effects(*case) for case in cases]
+        results = [_effects(*case, fsdp=fsdp) for case in cases]
         if rank == 0:
             out.write_text(json.dumps(results))
     finally:
         dist.destroy_process_group()
 
 
-def test_two_processes_give_the_same_g_effects(tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "fsdp-sharded"])
+def test_two_processes_give_the_same_g_effects(tmp_path, fsdp):
+    """Replicated (DDP-style): gradients of L all-reduced, partial dots of the risk gradients summed.
+    FSDP (fully_shard per block): each process dots its parameter shards, the partial dots are summed."""
     cases = [("npo", {"beta": 0.5}, "nll"), ("ga", {}, "kl")]
     out = tmp_path / "rank0.json"
-    mp.spawn(_worker, args=(f"file://{tmp_path / 'init'}", out, cases), nprocs=2, join=True)
+    mp.spawn(_worker, args=(f"file://{tmp_path / 'init'}", out, cases, fsdp), nprocs=2, join=True)
     for case, two in zip(cases, json.loads(out.read_text())):
         one = _effects(*case)
         assert len(one) == len(two)
