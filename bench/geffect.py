@@ -1,13 +1,15 @@
 """What does a G-effect probe cost, against a training step and against the reference protocol?
 
 Per model, on the same 16 forget and 16 retain items, three jobs:
-  (a) plain   one unlearning step as kit.unlearn takes it: GA forward + backward + AdamW update
-              (and `sgd`: the same with plain SGD, which keeps no optimizer state: the leanest baseline);
+  (a) plain   one unlearning step as kit.unlearn takes it: GA forward + backward + AdamW update,
+              logits at answer positions only as in kit.objectives (and `sgd`: the same with
+              plain SGD, which keeps no optimizer state: the leanest baseline);
   (b) probe   kit.geffect.g_effect: ∇L kept where training keeps its gradient, the two risk
               gradients streamed through it parameter by parameter (3 forward + 3 backward);
   (c) ref     a straightforward re-implementation of the published protocol: four forward and
               four backward passes per micro-batch, three full gradient copies (kept in fp32),
-              smoothed by an EMA (0.6 old, 0.4 new), dot products at the end.
+              smoothed by an EMA (0.6 old, 0.4 new), dot products at the end; full logits,
+              as the published code computes them.
 Each job runs in its own process (so peak memory can be compared), timed as the median of
 several repetitions after a warm-up. Extra memory is the peak RSS above the AdamW step and above
 the SGD step, in units of one fp32 gradient copy. One JSON line per model ends the output.
@@ -41,10 +43,15 @@ def _batch(tok, records, device):
     return {k: v.to(device) for k, v in Collator(tok)([data[i] for i in range(len(data))]).items()}
 
 
-def _nll(model, batch):
-    from kit.objectives import answer_logprobs
-    logp, mask = answer_logprobs(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                                 batch["labels"])
+def _nll(model, batch, full_logits: bool = False):
+    """Mean answer NLL: the kit's way (vocabulary projection at answer positions), or with the
+    full [B, T, V] logits as the published code computes them."""
+    from kit.objectives import answer_logprobs, logprobs
+    if full_logits:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logp, mask = answer_logprobs(logits, batch["labels"])
+    else:
+        logp, mask = logprobs(model, batch)
     return -(logp.sum(1) / mask.sum(1)).mean()
 
 
@@ -78,8 +85,9 @@ def job_ref(model, tok, forget, retain):
         return out
 
     def run():
-        grads_of(-_nll(model, fb))                                  # the training step's own pass
-        fresh = {"L": grads_of(-_nll(model, fb)), "u": grads_of(_nll(model, fb)), "r": grads_of(_nll(model, rb))}
+        grads_of(-_nll(model, fb, True))                            # the training step's own pass
+        fresh = {"L": grads_of(-_nll(model, fb, True)), "u": grads_of(_nll(model, fb, True)),
+                 "r": grads_of(_nll(model, rb, True))}
         for key, gs in fresh.items():
             ema[key] = gs if key not in ema else [0.6 * a + 0.4 * b for a, b in zip(ema[key], gs)]
         e_u = sum(float((a * b).sum()) for a, b in zip(ema["u"], ema["L"]))
