@@ -46,12 +46,13 @@ def _batch(tok, records, device):
 def _nll(model, batch, full_logits: bool = False):
     """Mean answer NLL: the kit's way (vocabulary projection at answer positions), or with the
     full [B, T, V] logits as the published code computes them."""
-    from kit.objectives import answer_logprobs, logprobs
-    if full_logits:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logp, mask = answer_logprobs(logits, batch["labels"])
-    else:
-        logp, mask = logprobs(model, batch)
+    from kit.objectives import logprobs
+    if full_logits:              # log-softmax at every position, as a cross-entropy over the sequence does
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels, reduction="none")
+        return (nll.sum(1) / (labels != -100).sum(1)).mean()
+    logp, mask = logprobs(model, batch)
     return -(logp.sum(1) / mask.sum(1)).mean()
 
 

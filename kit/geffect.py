@@ -115,7 +115,7 @@ def _to(batch, device):
 
 def _item_nll_sum(logits, labels) -> torch.Tensor:
     """Σ over the batch of each item's mean answer-token NLL (full or answer-position logits)."""
-    logp, mask = objectives.logprobs_of(logits, labels)
+    logp, mask = objectives.answer_logprobs(logits, labels)
     return -(logp.sum(1) / mask.sum(1).clamp(min=1)).sum()
 
 

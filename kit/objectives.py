@@ -46,12 +46,20 @@ def fp32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def _on_answers(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[N] values at the answer positions of `mask` [B, T-1] as [B, T-1], zero elsewhere."""
+    return values.new_zeros(mask.shape).masked_scatter(mask, values)
+
+
 def answer_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p_i of each label token under `logits`: ([B, T-1] fp32, mask [B, T-1] bool)."""
-    logits, labels = fp32(logits[:, :-1]), labels[:, 1:]
+    """log p_i of each answer token: ([B, T-1] fp32, mask [B, T-1] bool), from full logits
+    [B, T, V] or from the logits at answer positions only [N, V] (answer_logits)."""
+    labels = labels[:, 1:]
     mask = labels != IGNORE
-    logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return logp * mask, mask
+    if logits.ndim == 3:
+        logits = logits[:, :-1][mask]
+    picked = torch.log_softmax(fp32(logits), -1).gather(-1, labels[mask][:, None]).squeeze(-1)
+    return _on_answers(picked, mask), mask
 
 
 def _forward(model, part: dict, **kw):
@@ -75,23 +83,15 @@ def answer_logits(model, part: dict, **kw):
         out = _forward(model, part, logits_to_keep=keep, **kw)
         if out.logits.ndim == 2 and out.logits.shape[0] == int(keep.sum()):
             return out, out.logits
-    else:
-        out = _forward(model, part, **kw)
+        if out.logits.shape[:2] == keep.shape:                  # the model ignored the argument
+            return out, out.logits[keep]
+    out = _forward(model, part, **kw)                           # it reads logits_to_keep otherwise
     return out, out.logits[keep]
-
-
-def logprobs_of(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """answer_logprobs from full logits [B, T, V] or from answer-position logits [N, V]."""
-    if logits.ndim == 3:
-        return answer_logprobs(logits, labels)
-    mask = labels[:, 1:] != IGNORE
-    picked = torch.log_softmax(fp32(logits), -1).gather(-1, labels[:, 1:][mask][:, None]).squeeze(-1)
-    return picked.new_zeros(mask.shape).masked_scatter(mask, picked), mask
 
 
 def logprobs(model, part: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """log p_i of each answer token of `part` (a padded sub-batch) under `model`: ([B, T-1], mask)."""
-    return logprobs_of(answer_logits(model, part)[1], part["labels"])
+    return answer_logprobs(answer_logits(model, part)[1], part["labels"])
 
 
 @torch.no_grad()
@@ -300,7 +300,7 @@ def retain_kl(model, batch, ref=None) -> torch.Tensor:
     log_t = torch.log_softmax(fp32(answer_logits(model, part)[1]), -1)
     mask = part["labels"][:, 1:] != IGNORE
     kl = (log_o.exp() * (log_o - log_t)).sum(-1)              # [N] answer positions
-    return _mean_tokens(kl.new_zeros(mask.shape).masked_scatter(mask, kl), mask).mean()
+    return _mean_tokens(_on_answers(kl, mask), mask).mean()
 
 
 REGULARIZERS = {"none": None, "nll": retain_nll, "kl": retain_kl}
