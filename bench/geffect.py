@@ -6,6 +6,8 @@ Per model, on the same 16 forget and 16 retain items, three jobs:
               plain SGD, which keeps no optimizer state: the leanest baseline);
   (b) probe   kit.geffect.g_effect: ∇L kept where training keeps its gradient, the two risk
               gradients streamed through it parameter by parameter (3 forward + 3 backward);
+              `reuse`: the same with reuse_forward=True (the forget risk reuses the objective's
+              forward pass: 2 forward + 3 backward, that pass's activations kept longer);
   (c) ref     a straightforward re-implementation of the published protocol: four forward and
               four backward passes per micro-batch, three full gradient copies (kept in fp32),
               smoothed by an EMA (0.6 old, 0.4 new), dot products at the end; full logits,
@@ -67,9 +69,9 @@ def job_plain(model, tok, forget, retain, optimizer=torch.optim.AdamW):
     return run
 
 
-def job_probe(model, tok, forget, retain):
+def job_probe(model, tok, forget, retain, reuse_forward=False):
     from kit import geffect
-    return lambda: geffect.g_effect(model, tok, "ga", forget, retain, batch_size=N_ITEMS)
+    return lambda: geffect.g_effect(model, tok, "ga", forget, retain, batch_size=N_ITEMS, reuse_forward=reuse_forward)
 
 
 def job_ref(model, tok, forget, retain):
@@ -99,8 +101,9 @@ def job_ref(model, tok, forget, retain):
 
 def worker(model_name: str, job: str, reps: int) -> None:
     model, tok, forget, retain = _setup(model_name)
-    sgd = lambda *a: job_plain(*a, optimizer=torch.optim.SGD)  # noqa: E731
-    run = {"plain": job_plain, "sgd": sgd, "probe": job_probe, "ref": job_ref}[job](model, tok, forget, retain)
+    jobs = {"plain": job_plain, "sgd": lambda *a: job_plain(*a, optimizer=torch.optim.SGD), "probe": job_probe,
+            "reuse": lambda *a: job_probe(*a, reuse_forward=True), "ref": job_ref}
+    run = jobs[job](model, tok, forget, retain)
     run()                                                           # warm-up
     times = []
     for _ in range(reps):
@@ -113,7 +116,7 @@ def worker(model_name: str, job: str, reps: int) -> None:
 def main(models: list[str], reps: int) -> None:
     lines = []
     for name in models:
-        res = {job: measure(__file__, name, job, reps) for job in ("plain", "sgd", "probe", "ref")}
+        res = {job: measure(__file__, name, job, reps) for job in ("plain", "sgd", "probe", "reuse", "ref")}
         grad = res["plain"]["grad_bytes"]
         extra = {job: (res[job]["peak_rss"] - res["plain"]["peak_rss"]) / grad for job in res}
         extra_sgd = {job: (res[job]["peak_rss"] - res["sgd"]["peak_rss"]) / grad for job in res}
@@ -126,6 +129,8 @@ def main(models: list[str], reps: int) -> None:
                       "reference_over_probe": round(res["ref"]["seconds"] / res["probe"]["seconds"], 3),
                       "probe_extra_memory_in_grad_copies": round(extra["probe"], 3),
                       "probe_extra_memory_vs_sgd_step": round(extra_sgd["probe"], 3),
+                      "reuse_over_step": round(res["reuse"]["seconds"] / res["plain"]["seconds"], 3),
+                      "reuse_extra_memory_vs_sgd_step": round(extra_sgd["reuse"], 3),
                       "reference_extra_memory_in_grad_copies": round(extra["ref"], 3)})
     print()
     for line in lines:

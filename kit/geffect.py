@@ -14,15 +14,16 @@ and the output head), and it is linear in L, so an objective and its retain regu
 probed separately and added.
 
 How it is computed here: ∇L is accumulated over the forget set by ordinary backward passes and
-kept where a training step keeps its gradient (one gradient-sized buffer). The risk gradients
-are never stored: a post-accumulate hook on every parameter dots its gradient with ∇L the moment
-it is produced and frees it, so the probe's peak memory is that of a training step plus one
-parameter's gradient. Three gradients (objective, forget risk, retain risk) are the minimum.
-Everything is the exact mean-gradient quantity, accumulated in fp32.
+kept (one gradient-sized buffer at most: an input embedding's gradient is stored as its nonzero
+rows, those of the tokens seen). The risk gradients are never stored: a post-accumulate hook on
+every parameter dots its gradient with ∇L the moment it is produced and frees it, so the probe's
+peak memory is that of a training step plus the stored ∇L. Three gradients (objective, forget
+risk, retain risk) are the minimum. Everything is the exact mean-gradient quantity, accumulated
+in fp32.
 
 Tied input/output embeddings (smollm2-135m, GPT-2) share one matrix W whose gradient is the sum
-of an input-side part a and an output-side part b. The probe unties W into two temporary copies,
-reports a_Rᵀa_L under `embed`, b_Rᵀb_L under `lm` and the cross terms a_Rᵀb_L + b_Rᵀa_L under
+of an input-side part a and an output-side part b. The probe unties W into two temporary parameters
+(one storage, two gradients), reports a_Rᵀa_L under `embed`, b_Rᵀb_L under `lm` and the cross terms a_Rᵀb_L + b_Rᵀa_L under
 `tied_cross`, so the groups still sum to the exact total.
 
 Several processes (torch.distributed): the forget and retain sets are split over them. With
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -59,8 +61,9 @@ class _Streamer:
         self.handles, self.streaming = [], streaming
 
     def _hook(self, param):
-        g = _acc(param.grad)
+        full = _acc(param.grad)
         for slot, group, ref, sel in self.pairs.get(param, ()):
+            g, ref, sel = _gather(full, ref, sel)
             dot = float(torch.dot(g, ref))
             if sel is None:
                 self.sums[(slot, group)] += dot
@@ -99,6 +102,43 @@ def _take_grads(model) -> dict[torch.nn.Parameter, torch.Tensor]:
             out[p] = _acc(p.grad)
             p.grad = None
     return out
+
+
+class _Rows(NamedTuple):
+    """A stored gradient of a matrix kept as its nonzero rows only: an input embedding's gradient
+    touches just the rows of tokens in the batch (a tied matrix's input side, a few hundred of
+    ~50k rows), so keeping it whole would cost a second gradient-sized copy of the matrix."""
+    index: torch.Tensor
+    values: torch.Tensor                      # flat, len(index) × width
+    width: int
+    numel: int
+
+
+def _compact(grads: dict) -> dict:
+    """Stored gradients with their all-zero rows dropped where that halves them or better."""
+    out = {}
+    for p, g in grads.items():
+        shape = p.shape
+        if len(shape) == 2 and shape[0] > 1 and g.numel() == shape.numel():
+            rows = g.view(shape).ne(0).any(1).nonzero().flatten()
+            if 2 * len(rows) <= shape[0]:
+                g = _Rows(rows, g.view(shape)[rows].flatten(), shape[1], g.numel())
+        out[p] = g
+    return out
+
+
+def _gather(g: torch.Tensor, ref, sel):
+    """(risk gradient, stored gradient, element mask) restricted to the stored gradient's rows."""
+    if not isinstance(ref, _Rows):
+        return g, ref, sel
+    pick = lambda t: t.view(-1, ref.width)[ref.index].flatten()  # noqa: E731
+    return pick(g), ref.values, None if sel is None else pick(sel)
+
+
+def _dense(g) -> torch.Tensor:
+    if not isinstance(g, _Rows):
+        return g
+    return g.values.new_zeros(g.numel).view(-1, g.width).index_copy_(0, g.index, g.values.view(-1, g.width)).flatten()
 
 
 def _batches(dataset, tokenizer, batch_size: int):
@@ -147,7 +187,7 @@ class _SharedForward:
 
 
 def _objective_backward(model, name, forget, retain, tokenizer, ref, hparams, batch_size, template, max_length,
-                        total: int | None = None, share: bool = True):
+                        total: int | None = None, share: bool = False):
     """Backward of L(D_u) = the objective's mean over the forget set (retain/idk parts as it needs).
 
     When the forget set is a single batch, returns (forget part, forward output) with the graph
@@ -200,7 +240,8 @@ def _pairs(model, groups: dict[str, str], refs: dict, head_copy, mask=None) -> d
 
 def g_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict | None = None,
              regularizer: str = "none", reg_weight: float = 1.0, reg_retain=None, ref=None, groups="paper",
-             batch_size: int = 16, template: str = "auto", max_length: int = 512) -> pd.DataFrame:
+             batch_size: int = 16, template: str = "auto", max_length: int = 512,
+             reuse_forward: bool = False) -> pd.DataFrame:
     """The exact G-effects e_u = ∇R(D_u)ᵀ∇L and e_r = ∇R(D_r)ᵀ∇L, by parameter group.
 
     Args:
@@ -214,17 +255,20 @@ def g_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict 
         groups: "paper", "layer", "module", a {parameter: group} dict or a function (param_groups),
             or a kit.attribution.Mask: groups "selected" and "rest" (the mask's weights) and "fixed"
             (parameters the mask does not cover).
+        reuse_forward: when the forget set fits one batch, let the forget risk reuse the
+            objective's forward pass: one forward pass fewer, but that pass's activations stay
+            alive through the objective's backward (more peak memory; see bench/geffect.py).
     Returns:
         tidy DataFrame with columns component (the objective, the regulariser × weight, "total"),
         group (… and "total"), e_u, e_r.
     Used in: notebooks/03_g_effect_basics.ipynb
     """
     return _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref,
-                  groups, batch_size, template, max_length, reg_retain=reg_retain)[0]
+                  groups, batch_size, template, max_length, reg_retain=reg_retain, reuse_forward=reuse_forward)[0]
 
 
 def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref, groups,
-           batch_size, template, max_length, keep_grad: bool = False, reg_retain=None):
+           batch_size, template, max_length, keep_grad: bool = False, reg_retain=None, reuse_forward=False):
     """g_effect's table, and (keep_grad) the total ∇L as {parameter: flat gradient}."""
     objectives.get(objective)
     if regularizer not in objectives.REGULARIZERS:
@@ -257,12 +301,13 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
     with untied(model) as head_copy, (processes.summed_shard_gradients(model) if sharded else nullcontext()):
         refs = {}
         shared = _objective_backward(model, objective, forget, None, tokenizer, ref, hparams, batch_size,
-                                     template, max_length, total=n_u, share=not sharded)
-        refs[objective] = reduce(_take_grads(model))
+                                     template, max_length, total=n_u, share=reuse_forward and not sharded)
+        compact = (lambda grads: grads) if sharded else _compact
+        refs[objective] = compact(reduce(_take_grads(model)))
         if regularizer != "none":
             _regularizer_backward(model, regularizer, reg_data, tokenizer, ref, batch_size, template, max_length,
                                   total=n_reg)
-            refs[regularizer] = {p: reg_weight * g for p, g in reduce(_take_grads(model)).items()}
+            refs[regularizer] = compact({p: reg_weight * g for p, g in reduce(_take_grads(model)).items()})
         pairs = _pairs(model, group_of, refs, head_copy, mask)
         sums = {}
         for risk, records in (("e_u", forget), ("e_r", retain)):
@@ -281,7 +326,7 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
         if keep_grad:
             if head_copy is not None:
                 raise GEffectError("Stepping a model with tied embeddings is not supported by this probe helper.")
-            grad = {p: sum(r[p] for r in refs.values() if p in r) for p in set().union(*refs.values())}
+            grad = {p: sum(_dense(r[p]) for r in refs.values() if p in r) for p in set().union(*refs.values())}
     model.train(was_training)
     order = (["selected", "rest", "fixed"] if mask is not None else
              list(dict.fromkeys([*ordered_groups(model, groups, group_of), "tied_cross"])))

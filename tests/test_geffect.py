@@ -89,6 +89,31 @@ def test_tied_embeddings_are_split_into_embed_lm_and_cross_terms(tiny_tokenizer)
         model, geffect.QADataset(FORGET, tiny_tokenizer), tiny_tokenizer, 6))
     total = df[(df.component == "total") & (df.group == "total")].iloc[0]
     assert total.e_u == pytest.approx(-sum(float((g ** 2).sum()) for g in g_u.values()), rel=1e-4)
+    with geffect.untied(model):                          # GA: embed = -|a|², lm = -|b|², cross = -2 a·b
+        g = _dense_grad(model, lambda: geffect._risk_backward(
+            model, geffect.QADataset(FORGET, tiny_tokenizer), tiny_tokenizer, 6))
+        a, b = g["model.embed_tokens.weight"], g["lm_head.weight"]
+    by = df[df.component == "total"].set_index("group").e_u
+    assert by["embed"] == pytest.approx(-float((a ** 2).sum()), rel=1e-4)
+    assert by["lm"] == pytest.approx(-float((b ** 2).sum()), rel=1e-4)
+    assert by["tied_cross"] == pytest.approx(-2 * float((a * b).sum()), rel=1e-4, abs=1e-9)
+
+
+def test_stored_gradients_keep_only_nonzero_rows_of_an_embedding():
+    torch.manual_seed(0)
+    embed, weight = torch.nn.Parameter(torch.zeros(10, 3)), torch.nn.Parameter(torch.zeros(4, 3))
+    g_embed = torch.zeros(10, 3)
+    g_embed[[2, 7]] = torch.randn(2, 3)
+    g_weight = torch.randn(4, 3)
+    stored = geffect._compact({embed: g_embed.flatten(), weight: g_weight.flatten()})
+    assert isinstance(stored[embed], geffect._Rows) and stored[embed].index.tolist() == [2, 7]
+    assert stored[weight] is not None and not isinstance(stored[weight], geffect._Rows)   # dense rows stay dense
+    assert torch.equal(geffect._dense(stored[embed]), g_embed.flatten())
+    risk = torch.randn(30)
+    sel = torch.rand(30) > 0.5
+    g, ref, s = geffect._gather(risk, stored[embed], sel)
+    assert float(torch.dot(g, ref)) == pytest.approx(float(torch.dot(risk, g_embed.flatten())), rel=1e-6)
+    assert float(torch.dot(g[s], ref[s])) == pytest.approx(float(torch.dot(risk[sel], g_embed.flatten()[sel])), rel=1e-6)
 
 
 def test_sgd_trajectory_tracks_proposition_1(random_model, tiny_tokenizer):
@@ -121,9 +146,12 @@ def test_instance_effects_add_up_to_the_g_effect(random_model, tiny_tokenizer):
 @pytest.mark.parametrize("objective,hparams", [("ga", {}), ("npo", {"beta": 0.5}), ("rmu", {"layer": 0, "coeff": 2.0}),
                                                ("po", {})])
 def test_shared_forward_pass_gives_the_same_numbers(random_model, tiny_tokenizer, objective, hparams):
-    one = geffect.g_effect(random_model, tiny_tokenizer, objective, FORGET, RETAIN, hparams=hparams, batch_size=16)
+    one = geffect.g_effect(random_model, tiny_tokenizer, objective, FORGET, RETAIN, hparams=hparams, batch_size=16,
+                           reuse_forward=True)
+    same = geffect.g_effect(random_model, tiny_tokenizer, objective, FORGET, RETAIN, hparams=hparams, batch_size=16)
     two = geffect.g_effect(random_model, tiny_tokenizer, objective, FORGET, RETAIN, hparams=hparams, batch_size=4)
     assert np.allclose(one[["e_u", "e_r"]].values, two[["e_u", "e_r"]].values, rtol=1e-4, atol=1e-9)
+    assert np.allclose(one[["e_u", "e_r"]].values, same[["e_u", "e_r"]].values, rtol=1e-5, atol=1e-9)
 
 
 def test_kl_regulariser_has_no_g_effect_at_the_reference_and_reg_retain_is_used(random_model, tiny_tokenizer):
