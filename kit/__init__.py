@@ -21,8 +21,8 @@ _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn"], "kit.unlearn"),
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
 }
-_MODULES = ("attribution", "evaluation", "explore", "geffect", "groups", "mia", "models", "objectives", "probes",
-            "processes", "sweep", "tofu", "unlearn")
+_MODULES = ("attribution", "evaluation", "explore", "geffect", "gradstream", "groups", "mia", "models",
+            "objectives", "probes", "processes", "sweep", "tofu", "unlearn")
 __all__ = sorted(_HOME) + list(_MODULES)
 
 

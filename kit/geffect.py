@@ -15,16 +15,16 @@ probed separately and added.
 
 How it is computed here: ∇L is accumulated over the forget set by ordinary backward passes and
 kept (one gradient-sized buffer at most: an input embedding's gradient is stored as its nonzero
-rows, those of the tokens seen). The risk gradients are never stored: a post-accumulate hook on
+rows, those of the tokens seen). The risk gradients are never stored: a post-accumulate hook (kit.gradstream) on
 every parameter dots its gradient with ∇L the moment it is produced and frees it, so the probe's
 peak memory is that of a training step plus the stored ∇L. Three gradients (objective, forget
 risk, retain risk) are the minimum. Everything is the exact mean-gradient quantity, accumulated
 in fp32.
 
 Tied input/output embeddings (smollm2-135m, GPT-2) share one matrix W whose gradient is the sum
-of an input-side part a and an output-side part b. The probe unties W into two temporary parameters
-(one storage, two gradients), reports a_Rᵀa_L under `embed`, b_Rᵀb_L under `lm` and the cross terms a_Rᵀb_L + b_Rᵀa_L under
-`tied_cross`, so the groups still sum to the exact total.
+of an input-side part a and an output-side part b. The probe unties W into two temporary
+parameters (one storage, two gradients), reports a_Rᵀa_L under `embed`, b_Rᵀb_L under `lm` and
+the cross terms a_Rᵀb_L + b_Rᵀa_L under `tied_cross`, so the groups still sum to the exact total.
 
 Several processes (torch.distributed): the forget and retain sets are split over them. With
 replicated parameters ∇L is all-reduced and each process streams its own items' risk gradients;
@@ -35,110 +35,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import nullcontext
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
-from kit import objectives, processes
+from kit import gradstream, objectives, processes
 from kit.data import Collator, ForgetRetainDataset, QADataset
 from kit.groups import GroupError, group_order, ordered_groups, param_groups, tied, untied  # noqa: F401 (re-exported)
 
 
 class GEffectError(ValueError):
     """The probe cannot do what was asked (e.g. step a tied model); says the fix."""
-
-
-# ---------------------------------------------------------------- streaming dot products
-class _Streamer:
-    """While active, every parameter gradient produced by backward is dotted with stored
-    reference gradients (per group) and freed at once."""
-
-    def __init__(self, pairs: dict[torch.nn.Parameter, list[tuple]], streaming: bool = True):
-        self.pairs = pairs                    # param -> [(slot, group, reference grad, element mask or None)]
-        self.sums: dict[tuple[str, str], float] = defaultdict(float)
-        self.handles, self.streaming = [], streaming
-
-    def _hook(self, param):
-        full = _acc(param.grad)
-        for slot, group, ref, sel in self.pairs.get(param, ()):
-            g, ref, sel = _gather(full, ref, sel)
-            dot = float(torch.dot(g, ref))
-            if sel is None:
-                self.sums[(slot, group)] += dot
-            else:                             # a weight mask splits the parameter into selected / rest
-                inside = float(torch.dot(g[sel], ref[sel]))
-                self.sums[(slot, "selected")] += inside
-                self.sums[(slot, "rest")] += dot - inside
-        param.grad = None
-
-    def __enter__(self):
-        if self.streaming:
-            self.handles = [p.register_post_accumulate_grad_hook(self._hook) for p in self.pairs]
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
-        if not self.streaming and exc[0] is None:   # FSDP sets sharded gradients itself: dot them at the end
-            for p in self.pairs:
-                if p.grad is not None:
-                    self._hook(p)
-
-
-def _acc(grad: torch.Tensor) -> torch.Tensor:
-    """Flattened, in fp32 at least (fp64 stays fp64: the finite-difference checks use it); of a
-    sharded (FSDP) gradient, this process's shard."""
-    grad = grad.to_local() if hasattr(grad, "to_local") else grad
-    return grad.flatten().to(torch.promote_types(grad.dtype, torch.float32))
-
-
-def _take_grads(model) -> dict[torch.nn.Parameter, torch.Tensor]:
-    """Move every .grad out of the model (flattened fp32), leaving .grad = None."""
-    out = {}
-    for p in model.parameters():
-        if p.grad is not None:
-            out[p] = _acc(p.grad)
-            p.grad = None
-    return out
-
-
-class _Rows(NamedTuple):
-    """A stored gradient of a matrix kept as its nonzero rows only: an input embedding's gradient
-    touches just the rows of tokens in the batch (a tied matrix's input side, a few hundred of
-    ~50k rows), so keeping it whole would cost a second gradient-sized copy of the matrix."""
-    index: torch.Tensor
-    values: torch.Tensor                      # flat, len(index) × width
-    width: int
-    numel: int
-
-
-def _compact(grads: dict) -> dict:
-    """Stored gradients with their all-zero rows dropped where that halves them or better."""
-    out = {}
-    for p, g in grads.items():
-        shape = p.shape
-        if len(shape) == 2 and shape[0] > 1 and g.numel() == shape.numel():
-            rows = g.view(shape).ne(0).any(1).nonzero().flatten()
-            if 2 * len(rows) <= shape[0]:
-                g = _Rows(rows, g.view(shape)[rows].flatten(), shape[1], g.numel())
-        out[p] = g
-    return out
-
-
-def _gather(g: torch.Tensor, ref, sel):
-    """(risk gradient, stored gradient, element mask) restricted to the stored gradient's rows."""
-    if not isinstance(ref, _Rows):
-        return g, ref, sel
-    pick = lambda t: t.view(-1, ref.width)[ref.index].flatten()  # noqa: E731
-    return pick(g), ref.values, None if sel is None else pick(sel)
-
-
-def _dense(g) -> torch.Tensor:
-    if not isinstance(g, _Rows):
-        return g
-    return g.values.new_zeros(g.numel).view(-1, g.width).index_copy_(0, g.index, g.values.view(-1, g.width)).flatten()
 
 
 def _batches(dataset, tokenizer, batch_size: int):
@@ -302,16 +210,16 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
         refs = {}
         shared = _objective_backward(model, objective, forget, None, tokenizer, ref, hparams, batch_size,
                                      template, max_length, total=n_u, share=reuse_forward and not sharded)
-        compact = (lambda grads: grads) if sharded else _compact
-        refs[objective] = compact(reduce(_take_grads(model)))
+        compact = (lambda grads: grads) if sharded else gradstream.compact
+        refs[objective] = compact(reduce(gradstream.take_grads(model)))
         if regularizer != "none":
             _regularizer_backward(model, regularizer, reg_data, tokenizer, ref, batch_size, template, max_length,
                                   total=n_reg)
-            refs[regularizer] = compact({p: reg_weight * g for p, g in reduce(_take_grads(model)).items()})
+            refs[regularizer] = compact({p: reg_weight * g for p, g in reduce(gradstream.take_grads(model)).items()})
         pairs = _pairs(model, group_of, refs, head_copy, mask)
         sums = {}
         for risk, records in (("e_u", forget), ("e_r", retain)):
-            with _Streamer(pairs, streaming=not sharded) as stream:
+            with gradstream.Streamer(pairs, streaming=not sharded) as stream:
                 if risk == "e_u" and shared is not None:      # reuse the objective's forward pass
                     part, out = shared
                     (_item_nll_sum(out.logits, part["labels"]) / n_u).backward()
@@ -326,7 +234,7 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
         if keep_grad:
             if head_copy is not None:
                 raise GEffectError("Stepping a model with tied embeddings is not supported by this probe helper.")
-            grad = {p: sum(_dense(r[p]) for r in refs.values() if p in r) for p in set().union(*refs.values())}
+            grad = {p: sum(gradstream.dense(r[p]) for r in refs.values() if p in r) for p in set().union(*refs.values())}
     model.train(was_training)
     order = (["selected", "rest", "fixed"] if mask is not None else
              list(dict.fromkeys([*ordered_groups(model, groups, group_of), "tied_cross"])))
@@ -478,7 +386,7 @@ def pg_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict
     refs = {}
     for slot, records in (("u", forget), ("r", retain)):
         _risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size)
-        refs[slot] = _take_grads(model)
+        refs[slot] = gradstream.take_grads(model)
     pairs = {p: [(slot, "all", g[p], None) for slot, g in refs.items() if p in g] for p in refs["u"]}
     data = ForgetRetainDataset(forget, None, tokenizer, template, max_length)
     device, collate, rows = next(model.parameters()).device, Collator(tokenizer), []
@@ -495,7 +403,7 @@ def pg_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict
             weight = float("nan")
         part = batch["forget"]
         logp, mask = objectives.logprobs(model, part)
-        with _Streamer(pairs) as stream:
+        with gradstream.Streamer(pairs) as stream:
             logp.sum().backward()
         n = int(mask.sum())
         rows.append({"item": i, "question": forget[i]["question"], "pg_u": stream.sums[("u", "all")],

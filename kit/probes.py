@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.utils import logging
 
-from kit import geffect, objectives
+from kit import geffect, gradstream, objectives
 from kit.data import Collator, ForgetRetainDataset, QADataset
 from kit.unlearn import read_manifest
 
@@ -146,10 +146,10 @@ class GEffectCallback(TrainerCallback):
         batch = geffect._to(Collator(tok)([pairs[i] for i in range(len(pairs))]), device)
         objectives.compute(c.objective, model, batch, ref=self._reference(model), regularizer=c.regularizer,
                            reg_weight=c.reg_weight, **c.hparams).loss.backward()
-        fresh = {"L": geffect._take_grads(model)}
+        fresh = {"L": gradstream.take_grads(model)}
         for slot, records in (("u", forget), ("r", retain)):
             geffect._risk_backward(model, QADataset(records, tok, c.template), tok, len(records))
-            fresh[slot] = geffect._take_grads(model)
+            fresh[slot] = gradstream.take_grads(model)
         model.train(was_training)
         for slot, grads in fresh.items():
             old = self._avg.setdefault(slot, {})

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from kit import geffect
+from kit import geffect, gradstream
 from kit.data import load_split
 
 FORGET = list(load_split("forget01"))[:6]
@@ -105,13 +105,13 @@ def test_stored_gradients_keep_only_nonzero_rows_of_an_embedding():
     g_embed = torch.zeros(10, 3)
     g_embed[[2, 7]] = torch.randn(2, 3)
     g_weight = torch.randn(4, 3)
-    stored = geffect._compact({embed: g_embed.flatten(), weight: g_weight.flatten()})
-    assert isinstance(stored[embed], geffect._Rows) and stored[embed].index.tolist() == [2, 7]
-    assert stored[weight] is not None and not isinstance(stored[weight], geffect._Rows)   # dense rows stay dense
-    assert torch.equal(geffect._dense(stored[embed]), g_embed.flatten())
+    stored = gradstream.compact({embed: g_embed.flatten(), weight: g_weight.flatten()})
+    assert isinstance(stored[embed], gradstream.Rows) and stored[embed].index.tolist() == [2, 7]
+    assert stored[weight] is not None and not isinstance(stored[weight], gradstream.Rows)   # dense rows stay dense
+    assert torch.equal(gradstream.dense(stored[embed]), g_embed.flatten())
     risk = torch.randn(30)
     sel = torch.rand(30) > 0.5
-    g, ref, s = geffect._gather(risk, stored[embed], sel)
+    g, ref, s = gradstream.gather(risk, stored[embed], sel)
     assert float(torch.dot(g, ref)) == pytest.approx(float(torch.dot(risk, g_embed.flatten())), rel=1e-6)
     assert float(torch.dot(g[s], ref[s])) == pytest.approx(float(torch.dot(risk[sel], g_embed.flatten()[sel])), rel=1e-6)
 
