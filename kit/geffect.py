@@ -98,8 +98,8 @@ def _objective_backward(model, name, forget, retain, tokenizer, ref, hparams, ba
                         total: int | None = None, share: bool = False):
     """Backward of L(D_u) = the objective's mean over the forget set (retain/idk parts as it needs).
 
-    When the forget set is a single batch, returns (forget part, forward output) with the graph
-    kept, so the forget risk's backward can reuse that forward; otherwise None.
+    With `share` and a forget set of one batch, returns (forget part, forward output) with the
+    graph kept, so the forget risk's backward can reuse that forward; otherwise None.
     """
     data = ForgetRetainDataset(forget, retain, tokenizer, template, max_length,
                                with_idk=name in ("po", "idkdpo"), seed=0)
@@ -210,12 +210,12 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
         refs = {}
         shared = _objective_backward(model, objective, forget, None, tokenizer, ref, hparams, batch_size,
                                      template, max_length, total=n_u, share=reuse_forward and not sharded)
-        compact = (lambda grads: grads) if sharded else gradstream.compact
-        refs[objective] = compact(reduce(gradstream.take_grads(model)))
+        refs[objective] = gradstream.compact(reduce(gradstream.take_grads(model)))
         if regularizer != "none":
             _regularizer_backward(model, regularizer, reg_data, tokenizer, ref, batch_size, template, max_length,
                                   total=n_reg)
-            refs[regularizer] = compact({p: reg_weight * g for p, g in reduce(gradstream.take_grads(model)).items()})
+            scaled = {p: reg_weight * g for p, g in reduce(gradstream.take_grads(model)).items()}
+            refs[regularizer] = gradstream.compact(scaled)
         pairs = _pairs(model, group_of, refs, head_copy, mask)
         sums = {}
         for risk, records in (("e_u", forget), ("e_r", retain)):
@@ -386,7 +386,7 @@ def pg_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict
     refs = {}
     for slot, records in (("u", forget), ("r", retain)):
         _risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size)
-        refs[slot] = gradstream.take_grads(model)
+        refs[slot] = gradstream.compact(gradstream.take_grads(model))
     pairs = {p: [(slot, "all", g[p], None) for slot, g in refs.items() if p in g] for p in refs["u"]}
     data = ForgetRetainDataset(forget, None, tokenizer, template, max_length)
     device, collate, rows = next(model.parameters()).device, Collator(tokenizer), []

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import torch
 
+from kit.objectives import fp32
+
 
 class Streamer:
     """While active, every parameter gradient produced by backward is dotted with stored
@@ -53,8 +55,7 @@ class Streamer:
 def flat(grad: torch.Tensor) -> torch.Tensor:
     """Flattened, in fp32 at least (fp64 stays fp64: the finite-difference checks use it); of a
     sharded (FSDP) gradient, this process's shard."""
-    grad = grad.to_local() if hasattr(grad, "to_local") else grad
-    return grad.flatten().to(torch.promote_types(grad.dtype, torch.float32))
+    return fp32((grad.to_local() if hasattr(grad, "to_local") else grad).flatten())
 
 
 def take_grads(model) -> dict[torch.nn.Parameter, torch.Tensor]:
@@ -78,7 +79,8 @@ class Rows(NamedTuple):
 
 
 def compact(grads: dict) -> dict:
-    """Stored gradients with their all-zero rows dropped where that halves them or better."""
+    """Stored gradients with their all-zero rows dropped where that halves them or better (a
+    process's shard of an FSDP-sharded matrix is not the whole matrix and stays as it is)."""
     out = {}
     for p, g in grads.items():
         shape = p.shape
