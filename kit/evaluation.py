@@ -9,7 +9,8 @@ The quantities every later metric builds on (kit.tofu, kit.mia):
 
 Scoring projects only answer positions onto the vocabulary. When questions repeat (TOFU scores an
 item's answer, paraphrase and perturbed answers), each prompt runs once and its answers continue
-from its cached keys/values; otherwise whole sequences go in length-sorted batches.
+from its cached keys/values (and the head all prompts share, such as a chat template's system
+prompt, runs once for all of them); otherwise whole sequences go in length-sorted batches.
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from tqdm.auto import tqdm
 
 from kit.data import IGNORE, answer_ids, encode_qa, pad_batch, prompt_ids, resolve_template
 from kit.objectives import answer_logits, fp32, keeps_logits
+
+
+MIN_SHARED_HEAD = 4   # tokens every prompt starts with, from which their common key/value cache pays off
 
 
 def _device(model) -> torch.device:
@@ -55,11 +59,21 @@ def _flat_batches(model, encoded: list[dict], pad: int, batch_size: int, tokens:
         yield idx, _token_columns(answer_logits(model, batch)[1], targets[answer], tokens), answer.sum(1).tolist()
 
 
+def _common_length(sequences: list) -> int:
+    """Length of the longest head that all `sequences` share."""
+    first, n = sequences[0], min(map(len, sequences))
+    for j in range(n):
+        if any(seq[j] != first[j] for seq in sequences[1:]):
+            return j
+    return n
+
+
 def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[int]], pad: int, batch_size: int,
                            tokens: bool, progress: bool):
     """Pairs that share a prompt: every distinct prompt runs once (prompts of equal length together,
-    so no padding), and each batch of answers continues from its prompt's rows of the key/value
-    cache; yields (pair indices, columns, counts) like _flat_batches."""
+    so no padding), continuing from the cached head all prompts share, and each batch of answers
+    continues from its prompt's rows of the key/value cache; yields (pair indices, columns, counts)
+    like _flat_batches."""
     device = _device(model)
     owners: dict[tuple, list[int]] = {}
     for i, prompt in enumerate(prompts):
@@ -68,11 +82,25 @@ def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[i
     for prompt in owners:
         by_length.setdefault(len(prompt), []).append(prompt)
     only_last = {"logits_to_keep": 1} if keeps_logits(model) else {}
+    # a head every prompt shares (a chat template's system prompt) runs once; each prompt keeps at
+    # least its last token, whose logits predict the answer's first token
+    distinct = list(owners)
+    head = min(_common_length(distinct), min(map(len, distinct)) - 1) if len(distinct) > 1 else 0
+    head_cache = None
+    if head >= MIN_SHARED_HEAD:
+        head_cache = model(input_ids=torch.tensor([distinct[0][:head]], device=device), use_cache=True,
+                           **only_last).past_key_values
+    else:
+        head = 0
     bar = tqdm(total=len(prompts), disable=not progress, desc="scoring")
     for length, group in sorted(by_length.items()):
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
-            out = model(input_ids=torch.tensor(chunk, device=device), use_cache=True, **only_last)
+            ids, cache = torch.tensor(chunk, device=device), None
+            if head_cache is not None:
+                cache = copy.deepcopy(head_cache)
+                cache.batch_repeat_interleave(len(chunk))
+            out = model(input_ids=ids[:, head:], past_key_values=cache, use_cache=True, **only_last)
             last = out.logits[:, -1]                                     # predicts each answer's first token
             pairs = [(q, i) for q, prompt in enumerate(chunk) for i in owners[prompt]]
             pairs.sort(key=lambda qi: len(answers[qi[1]]))

@@ -72,3 +72,29 @@ def test_matched_forgetting_compares_runs_at_equal_forget_nll():
     assert list(table.columns) == ["a", "b"] and table.index[-1] == 2.0
     assert (table["b"] < table["a"]).all()
     assert table.loc[2.0, "a"] == pytest.approx(2.0) and table.loc[2.0, "b"] == pytest.approx(1.05)
+
+
+def test_a_head_all_prompts_share_runs_once_and_changes_no_score(random_model, tiny_tokenizer, monkeypatch):
+    records = list(load_split("forget01_perturbed"))[:4]
+    head = "Answer in one sentence, as the biography of the author states it. "
+    questions = [head + r["question"] for r in records for _ in range(2)]
+    answers = [a for r in records for a in (r["answer"], r["perturbed_answer"][0])]
+    whole = evaluation.score_pairs(random_model, tiny_tokenizer, questions, answers, tokens=True, share_prompts=False)
+    prompt_widths = []     # forwards without an attention mask are prompt forwards (answers bring a mask)
+    forward = random_model.forward
+
+    def counting(*args, **kwargs):
+        if "attention_mask" not in kwargs:
+            prompt_widths.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(random_model, "forward", counting)
+    shared = evaluation.score_pairs(random_model, tiny_tokenizer, questions, answers, batch_size=3, tokens=True,
+                                    share_prompts=True)
+    prompts = [evaluation.prompt_ids(tiny_tokenizer, q, "plain") for q in questions[::2]]
+    common = evaluation._common_length(prompts)
+    assert common >= evaluation.MIN_SHARED_HEAD and prompt_widths[0] == common   # the head ran once, first
+    assert len(prompt_widths) == 1 + len({len(p) for p in prompts})             # then one forward per prompt length
+    assert np.allclose(shared["nll_sum"], whole["nll_sum"], rtol=1e-5)
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(shared["logp"], whole["logp"]))
+    assert (shared["correct"] == whole["correct"]).all()
