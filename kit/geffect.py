@@ -232,9 +232,10 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
             sums = processes.reduce_sums(sums, pairs)
         grad = None
         if keep_grad:
-            if head_copy is not None:
-                raise GEffectError("Stepping a model with tied embeddings is not supported by this probe helper.")
             grad = {p: sum(gradstream.dense(r[p]) for r in refs.values() if p in r) for p in set().union(*refs.values())}
+            if head_copy is not None and head_copy in grad:     # the tied matrix steps by both its gradients
+                embed, lm = model.get_input_embeddings().weight, grad.pop(head_copy)
+                grad[embed] = grad[embed] + lm if embed in grad else lm
     model.train(was_training)
     order = (["selected", "rest", "fixed"] if mask is not None else
              list(dict.fromkeys([*ordered_groups(model, groups, group_of), "tied_cross"])))
@@ -317,7 +318,8 @@ def check_first_order(model, tokenizer, objective: str, forget, retain, *, lr: f
     """One plain SGD step θ − η∇L: the predicted risk change −η·e against the measured one.
 
     Runs on a copy of the model (in fp64 by default, so small risk changes are resolved); with
-    `per_group`, also steps each group alone (its prediction is −η·e_g). With `step_norm`, η is
+    `per_group`, also steps each group alone (its prediction is −η·e_g; a tied embedding matrix
+    steps as one group, `embed+lm`, predicted by the sum of its embed, lm and tied_cross terms). With `step_norm`, η is
     chosen so that the whole step has that length, ‖η∇L‖ = step_norm: objectives whose gradients
     differ by orders of magnitude (RMU's is huge) are then compared at the same distance in weight
     space, where the curvature term is equally small. Llama's RMSNorm computes
@@ -338,8 +340,12 @@ def check_first_order(model, tokenizer, objective: str, forget, retain, *, lr: f
                       groups, batch_size, template, max_length, keep_grad=True)
     if step_norm is not None:
         lr = step_norm / float(torch.sqrt(sum((g.double() ** 2).sum() for g in grad.values())))
-    totals = df[df.component == "total"].set_index("group")
+    totals = df[df.component == "total"].set_index("group")[["e_u", "e_r"]]
     group_of = param_groups(work, groups)
+    if tied(work):      # one matrix: its embed, lm and cross terms move together when it steps
+        parts = [g for g in ("embed", "lm", "tied_cross") if g in totals.index]
+        totals = pd.concat([totals.drop(index=parts), totals.loc[parts].sum().to_frame("embed+lm").T])
+        group_of = {n: "embed+lm" if g == "embed" else g for n, g in group_of.items()}
     named = dict(work.named_parameters())
     scopes = {"all": None}
     if per_group:

@@ -99,6 +99,22 @@ def test_tied_embeddings_are_split_into_embed_lm_and_cross_terms(tiny_tokenizer)
     assert by["tied_cross"] == pytest.approx(-2 * float((a * b).sum()), rel=1e-4, abs=1e-9)
 
 
+def test_a_tied_model_steps_its_shared_matrix_by_both_gradients(tiny_tokenizer):
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
+                         pad_token_id=tiny_tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config).eval()
+    check = geffect.check_first_order(model, tiny_tokenizer, "npo", FORGET, RETAIN, lr=1e-3, regularizer="nll",
+                                      per_group=True, batch_size=6)
+    assert "embed+lm" in set(check.scope) and not {"embed", "lm", "tied_cross"} & set(check.scope)
+    assert (check["rel_error"] < 0.05).all(), check      # the tied matrix's prediction sums embed, lm, cross
+    whole = check[check.scope == "all"].set_index("data")
+    parts = check[check.scope != "all"].groupby("data")["e"].sum()
+    assert parts["retain"] == pytest.approx(whole.loc["retain", "e"], rel=1e-6)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+
+
 def test_stored_gradients_keep_only_nonzero_rows_of_an_embedding():
     torch.manual_seed(0)
     embed, weight = torch.nn.Parameter(torch.zeros(10, 3)), torch.nn.Parameter(torch.zeros(4, 3))
