@@ -76,12 +76,16 @@ def test_regulariser_is_probed_as_its_own_component(random_model, tiny_tokenizer
     assert tot.loc["nll x 0.5", "e_r"] > 0   # descending the retain NLL lowers the retain risk
 
 
-def test_tied_embeddings_are_split_into_embed_lm_and_cross_terms(tiny_tokenizer):
+def _tied_model(tokenizer):
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
-                         pad_token_id=tiny_tokenizer.pad_token_id)
-    model = LlamaForCausalLM(config).eval()
+                         pad_token_id=tokenizer.pad_token_id)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_tied_embeddings_are_split_into_embed_lm_and_cross_terms(tiny_tokenizer):
+    model = _tied_model(tiny_tokenizer)
     df = geffect.g_effect(model, tiny_tokenizer, "ga", FORGET, RETAIN)
     assert {"embed", "lm", "tied_cross"} <= set(df.group)
     assert model.lm_head.weight is model.model.embed_tokens.weight            # tie restored
@@ -100,11 +104,7 @@ def test_tied_embeddings_are_split_into_embed_lm_and_cross_terms(tiny_tokenizer)
 
 
 def test_a_tied_model_steps_its_shared_matrix_by_both_gradients(tiny_tokenizer):
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
-                         pad_token_id=tiny_tokenizer.pad_token_id)
-    model = LlamaForCausalLM(config).eval()
+    model = _tied_model(tiny_tokenizer)
     check = geffect.check_first_order(model, tiny_tokenizer, "npo", FORGET, RETAIN, lr=1e-3, regularizer="nll",
                                       per_group=True, batch_size=6)
     assert "embed+lm" in set(check.scope) and not {"embed", "lm", "tied_cross"} & set(check.scope)
