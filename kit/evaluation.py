@@ -5,7 +5,8 @@ The quantities every later metric builds on (kit.tofu, kit.mia):
 - answer-token accuracy (argmax equals the gold token: exact memorisation);
 - optionally per-token log-probabilities, argmax hits and the mean / standard deviation of
   log p under the model's own next-token distribution (what min-k%++ needs);
-- greedy generations, batched with left padding and the KV cache.
+- greedy generations, batched with left padding and the KV cache; an answer that has ended
+  leaves its batch.
 
 Scoring projects only answer positions onto the vocabulary. When questions repeat (TOFU scores an
 item's answer, paraphrase and perturbed answers), each prompt runs once and its answers continue
@@ -85,13 +86,9 @@ def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[i
     # a head every prompt shares (a chat template's system prompt) runs once; each prompt keeps at
     # least its last token, whose logits predict the answer's first token
     distinct = list(owners)
-    head = min(_common_length(distinct), min(map(len, distinct)) - 1) if len(distinct) > 1 else 0
-    head_cache = None
-    if head >= MIN_SHARED_HEAD:
-        head_cache = model(input_ids=torch.tensor([distinct[0][:head]], device=device), use_cache=True,
-                           **only_last).past_key_values
-    else:
-        head = 0
+    head = _shared_head(distinct)
+    head_cache = _head_cache(model, distinct, head)
+    head = head if head_cache is not None else 0
     bar = tqdm(total=len(prompts), disable=not progress, desc="scoring")
     for length, group in sorted(by_length.items()):
         for start in range(0, len(group), batch_size):
@@ -187,26 +184,88 @@ def answer_scores(model, tokenizer, records, answer_key: str = "answer", questio
 
 
 @torch.no_grad()
+def _head_cache(model, prompts: list, head: int):
+    """Keys/values of the first `head` tokens the prompts share (None when there is no such head)."""
+    if head < MIN_SHARED_HEAD:
+        return None
+    only_last = {"logits_to_keep": 1} if keeps_logits(model) else {}
+    ids = torch.tensor([list(prompts[0][:head])], device=_device(model))
+    return model(input_ids=ids, use_cache=True, **only_last).past_key_values
+
+
+def _shared_head(prompts: list) -> int:
+    """How many leading tokens all (distinct) prompts share, leaving each at least one of its own."""
+    return min(_common_length(prompts), min(map(len, prompts)) - 1) if len(prompts) > 1 else 0
+
+
+def _greedy(model, prompts: list[list[int]], pad: int, eos: int | None, max_new_tokens: int, head: int,
+            head_cache) -> list[list[int]]:
+    """Greedy continuations of `prompts` (without their end-of-sequence token).
+
+    The prompts continue from `head_cache` (their shared first `head` tokens) and are left-padded
+    after it; positions count real tokens only, so padding changes nothing. A finished answer
+    leaves the batch, so the steps that remain cost only what is still being written.
+    """
+    device, n = _device(model), len(prompts)
+    tails = [p[head:] for p in prompts]
+    batch = pad_batch([{"input_ids": t} for t in tails], pad, side="left")
+    mask = torch.cat([torch.ones(n, head, dtype=torch.long), batch["attention_mask"]], 1).to(device)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    cache = None
+    if head_cache is not None:
+        cache = copy.deepcopy(head_cache)
+        cache.batch_repeat_interleave(n)
+    only_last = {"logits_to_keep": 1} if keeps_logits(model) else {}
+    out = model(input_ids=batch["input_ids"].to(device), attention_mask=mask, position_ids=positions[:, head:],
+                past_key_values=cache, use_cache=True, **only_last)
+    cache, alive, written = out.past_key_values, torch.arange(n), [[] for _ in range(n)]
+    position = positions[:, -1:]
+    for step in range(max_new_tokens):
+        token = out.logits[:, -1].argmax(-1)
+        going = token != eos if eos is not None else torch.ones_like(token, dtype=torch.bool)
+        for row, t, g in zip(alive.tolist(), token.tolist(), going.tolist()):
+            if g:
+                written[row].append(t)
+        if step == max_new_tokens - 1 or not going.any():
+            break
+        if not going.all():                  # finished answers leave the batch
+            keep = going.nonzero()[:, 0]
+            cache.batch_select_indices(keep)
+            alive, token, mask, position = alive[keep.cpu()], token[keep], mask[keep], position[keep]
+        mask, position = torch.cat([mask, mask.new_ones(len(alive), 1)], 1), position + 1
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
+                    use_cache=True, **only_last)
+        cache = out.past_key_values
+    return written
+
+
+@torch.no_grad()
 def generate_answers(model, tokenizer, questions: list[str], max_new_tokens: int = 48,
                      template: str = "auto", batch_size: int = 32, progress: bool = False) -> list[str]:
     """Greedy answers to `questions`, batched with left padding and the KV cache.
 
-    Prompts are grouped by length (less padding), answers come back in the input order.
+    Prompts are grouped by length (less padding), the head all prompts share (a chat template's
+    system prompt) runs once, and an answer that has ended leaves its batch; answers come back in
+    the input order, the same as one `model.generate` per question would give.
     Used in: notebooks/00_quickstart.ipynb
     """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens}: ask for at least 1 new token.")
     template = resolve_template(tokenizer, template)
-    pad, device = _pad_id(tokenizer), _device(model)
+    pad = _pad_id(tokenizer)
     prompts = [prompt_ids(tokenizer, q, template) for q in questions]
+    if not prompts:
+        return []
+    head = _shared_head(list({tuple(p): None for p in prompts}))
+    head_cache = _head_cache(model, prompts, head)
+    head = head if head_cache is not None else 0
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(prompts)
     for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="generating"):
         idx = order[start:start + batch_size]
-        batch = pad_batch([{"input_ids": prompts[i]} for i in idx], pad, side="left")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-        new = out[:, batch["input_ids"].shape[1]:]
-        for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
+        written = _greedy(model, [prompts[i] for i in idx], pad, tokenizer.eos_token_id, max_new_tokens, head,
+                          head_cache)
+        for i, text in zip(idx, tokenizer.batch_decode(written, skip_special_tokens=True)):
             answers[i] = text.strip()
     return answers
 

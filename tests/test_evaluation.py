@@ -98,3 +98,28 @@ def test_a_head_all_prompts_share_runs_once_and_changes_no_score(random_model, t
     assert np.allclose(shared["nll_sum"], whole["nll_sum"], rtol=1e-5)
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(shared["logp"], whole["logp"]))
     assert (shared["correct"] == whole["correct"]).all()
+
+
+def test_greedy_answers_equal_one_generate_per_question(random_model, tiny_tokenizer):
+    records = list(load_split("forget01"))[:6]
+    head = "Answer in one sentence, as the biography of the author states it. "
+    prompts = [evaluation.prompt_ids(tiny_tokenizer, head + r["question"], "plain") for r in records]
+
+    def generate(prompt, eos):
+        ids = torch.tensor([prompt])
+        out = random_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                    do_sample=False, pad_token_id=0, eos_token_id=eos)
+        new = out[0, len(prompt):].tolist()
+        return new[:new.index(eos)] if eos in new else new
+
+    free = [generate(p, None) for p in prompts]
+    eos = free[0][3]                      # a token the model writes early: some answers end, others go on
+    expected = [generate(p, eos) for p in prompts]
+    assert len({len(e) for e in expected}) > 1 and min(map(len, expected)) < 12
+    shared = evaluation._shared_head(prompts)
+    assert shared >= evaluation.MIN_SHARED_HEAD
+    for head in (0, shared):              # from scratch, and continuing from the shared head's cache
+        cache = evaluation._head_cache(random_model, prompts, head) if head else None
+        with torch.no_grad():
+            got = evaluation._greedy(random_model, prompts, 0, eos, 12, head, cache)
+        assert got == expected, head
