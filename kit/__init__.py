@@ -16,7 +16,7 @@ _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["answer_scores", "generate_answers", "keep_known", "knowledge_table", "matched_forgetting",
                      "score_pairs"], "kit.evaluation"),
     **dict.fromkeys(["ModelError", "build_tiny", "build_tiny_family", "count_parameters", "load_model"], "kit.models"),
-    **dict.fromkeys(["environment_report", "record"], "kit.report"),
+    **dict.fromkeys(["environment_report", "nll_axes", "record"], "kit.report"),
     **dict.fromkeys(["FinetuneConfig", "finetune"], "kit.train"),
     **dict.fromkeys(["TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn"], "kit.unlearn"),
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),

@@ -33,3 +33,15 @@ def record(notebook: str, run_tag: str = "default", **numbers) -> dict:
     tmp.write_text(json.dumps(clean, indent=2))
     tmp.replace(folder / f"{notebook}.json")
     return clean
+
+
+def nll_axes(ax, x, y) -> None:
+    """Log scale on a trade-off plot's axes where the data spans more than a factor 3 (linear
+    otherwise: a short run has no log ticks to label), with plain tick labels."""
+    import matplotlib.pyplot as plt
+    for axis, values, scale in ((ax.xaxis, x, ax.set_xscale), (ax.yaxis, y, ax.set_yscale)):
+        values = [v for v in values if v > 0]
+        if values and max(values) > 3 * min(values):
+            scale("log")
+            axis.set_major_formatter(plt.FormatStrFormatter("%g"))
+            axis.set_minor_formatter(plt.NullFormatter())
