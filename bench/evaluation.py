@@ -1,10 +1,11 @@
 """How much faster is kit.tofu's evaluation than the straightforward per-item loop, and is it exact?
 
 Per model, on the same items (TOFU's four splits plus a holdout split for MIA), two jobs:
-  (a) kit     kit.tofu.score_items: each distinct prompt runs once and all its answers (gold,
+  (a) kit     kit.tofu.score_items: the head all prompts share (a chat template's system prompt)
+              runs once, each distinct prompt once after it, and all its answers (gold,
               paraphrased, 5 perturbed) continue from its key/value cache in batches, with the
               vocabulary projection on answer positions only; greedy generation batched with
-              left padding;
+              left padding after the shared head, finished answers leaving the batch;
   (b) loop    what a first implementation does: for each item, one forward pass per answer
               (full logits), then `generate` on that question alone (KV cache on, batch of one).
 Both feed the same aggregation (kit.tofu.aggregate). The bench reports the time ratio, the
