@@ -375,7 +375,8 @@ def pg_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict
     log p(s) is summed over the answer tokens, so NPO's G-effect is Σ_s w(s)/N · pg(s) and GA's
     Σ_s pg(s) / (N |s|). The objective's weight for each example is attached: NPO/SimNPO's
     sequence weight w(s), or the mean token weight of the token-weighting objectives (1 for GA).
-    Keeps ∇R(D_u) and ∇R(D_r) (two gradient copies) while one backward per example streams.
+    Keeps ∇R(D_u) and ∇R(D_r) (two gradient copies) while one backward per example streams; a
+    tied embedding matrix is one parameter here, its gradient the sum over both of its uses.
     Returns:
         DataFrame, one row per forget example: item, question, pg_u, pg_r, weight, n_tokens, nll.
     Used in: notebooks/05_npo_and_tnpo.ipynb
@@ -384,8 +385,6 @@ def pg_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict
     forget, retain = list(forget), list(retain)
     if ref is None and objectives.needs_reference(objective):
         ref = objectives.make_reference(model)
-    if tied(model):
-        raise GEffectError("pg_effect does not split tied embeddings; use g_effect for tied models.")
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)

@@ -159,6 +159,15 @@ def test_instance_effects_add_up_to_the_g_effect(random_model, tiny_tokenizer):
     assert (pg_ga.weight == 1).all()
 
 
+def test_instance_effects_of_a_tied_model_add_up_to_its_g_effect(tiny_tokenizer):
+    model, n = _tied_model(tiny_tokenizer), len(FORGET)
+    pg = geffect.pg_effect(model, tiny_tokenizer, "ga", FORGET, RETAIN)
+    e = geffect.g_effect(model, tiny_tokenizer, "ga", FORGET, RETAIN)        # split into embed / lm / cross
+    total = e[(e.component == "total") & (e.group == "total")].iloc[0]
+    assert (pg.pg_u / pg.n_tokens).sum() / n == pytest.approx(total.e_u, rel=1e-4)
+    assert (pg.pg_r / pg.n_tokens).sum() / n == pytest.approx(total.e_r, rel=1e-4)
+
+
 @pytest.mark.parametrize("objective,hparams", [("ga", {}), ("npo", {"beta": 0.5}), ("rmu", {"layer": 0, "coeff": 2.0}),
                                                ("po", {})])
 def test_shared_forward_pass_gives_the_same_numbers(random_model, tiny_tokenizer, objective, hparams):
