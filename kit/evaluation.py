@@ -82,22 +82,17 @@ def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[i
     by_length: dict[int, list[tuple]] = {}
     for prompt in owners:
         by_length.setdefault(len(prompt), []).append(prompt)
-    only_last = {"logits_to_keep": 1} if keeps_logits(model) else {}
+    only_last = _only_last(model)
     # a head every prompt shares (a chat template's system prompt) runs once; each prompt keeps at
     # least its last token, whose logits predict the answer's first token
-    distinct = list(owners)
-    head = _shared_head(distinct)
-    head_cache = _head_cache(model, distinct, head)
-    head = head if head_cache is not None else 0
+    head, head_cache = _head_cache(model, list(owners))
     bar = tqdm(total=len(prompts), disable=not progress, desc="scoring")
     for length, group in sorted(by_length.items()):
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
-            ids, cache = torch.tensor(chunk, device=device), None
-            if head_cache is not None:
-                cache = copy.deepcopy(head_cache)
-                cache.batch_repeat_interleave(len(chunk))
-            out = model(input_ids=ids[:, head:], past_key_values=cache, use_cache=True, **only_last)
+            ids = torch.tensor(chunk, device=device)
+            out = model(input_ids=ids[:, head:], past_key_values=_cache_rows(head_cache, len(chunk)), use_cache=True,
+                        **only_last)
             last = out.logits[:, -1]                                     # predicts each answer's first token
             pairs = [(q, i) for q, prompt in enumerate(chunk) for i in owners[prompt]]
             pairs.sort(key=lambda qi: len(answers[qi[1]]))
@@ -184,18 +179,29 @@ def answer_scores(model, tokenizer, records, answer_key: str = "answer", questio
 
 
 @torch.no_grad()
-def _head_cache(model, prompts: list, head: int):
-    """Keys/values of the first `head` tokens the prompts share (None when there is no such head)."""
+def _head_cache(model, prompts: list) -> tuple[int, object]:
+    """(head, keys/values of it): the leading tokens all distinct `prompts` share, leaving each at
+    least one of its own; (0, None) when that head is shorter than MIN_SHARED_HEAD."""
+    distinct = list({tuple(p): None for p in prompts})
+    head = min(_common_length(distinct), min(map(len, distinct)) - 1) if len(distinct) > 1 else 0
     if head < MIN_SHARED_HEAD:
+        return 0, None
+    ids = torch.tensor([list(distinct[0][:head])], device=_device(model))
+    return head, model(input_ids=ids, use_cache=True, **_only_last(model)).past_key_values
+
+
+def _cache_rows(head_cache, n: int):
+    """A copy of the head's cache for a batch of n rows (None without a head)."""
+    if head_cache is None:
         return None
-    only_last = {"logits_to_keep": 1} if keeps_logits(model) else {}
-    ids = torch.tensor([list(prompts[0][:head])], device=_device(model))
-    return model(input_ids=ids, use_cache=True, **only_last).past_key_values
+    cache = copy.deepcopy(head_cache)
+    cache.batch_repeat_interleave(n)
+    return cache
 
 
-def _shared_head(prompts: list) -> int:
-    """How many leading tokens all (distinct) prompts share, leaving each at least one of its own."""
-    return min(_common_length(prompts), min(map(len, prompts)) - 1) if len(prompts) > 1 else 0
+def _only_last(model) -> dict:
+    """Keyword that limits the logits to the last position, for models that take it."""
+    return {"logits_to_keep": 1} if keeps_logits(model) else {}
 
 
 def _greedy(model, prompts: list[list[int]], pad: int, eos: int | None, max_new_tokens: int, head: int,
@@ -211,13 +217,9 @@ def _greedy(model, prompts: list[list[int]], pad: int, eos: int | None, max_new_
     batch = pad_batch([{"input_ids": t} for t in tails], pad, side="left")
     mask = torch.cat([torch.ones(n, head, dtype=torch.long), batch["attention_mask"]], 1).to(device)
     positions = (mask.cumsum(1) - 1).clamp(min=0)
-    cache = None
-    if head_cache is not None:
-        cache = copy.deepcopy(head_cache)
-        cache.batch_repeat_interleave(n)
-    only_last = {"logits_to_keep": 1} if keeps_logits(model) else {}
+    only_last = _only_last(model)
     out = model(input_ids=batch["input_ids"].to(device), attention_mask=mask, position_ids=positions[:, head:],
-                past_key_values=cache, use_cache=True, **only_last)
+                past_key_values=_cache_rows(head_cache, n), use_cache=True, **only_last)
     cache, alive, written = out.past_key_values, torch.arange(n), [[] for _ in range(n)]
     position = positions[:, -1:]
     for step in range(max_new_tokens):
@@ -256,9 +258,7 @@ def generate_answers(model, tokenizer, questions: list[str], max_new_tokens: int
     prompts = [prompt_ids(tokenizer, q, template) for q in questions]
     if not prompts:
         return []
-    head = _shared_head(list({tuple(p): None for p in prompts}))
-    head_cache = _head_cache(model, prompts, head)
-    head = head if head_cache is not None else 0
+    head, head_cache = _head_cache(model, prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(prompts)
     for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="generating"):

@@ -116,10 +116,9 @@ def test_greedy_answers_equal_one_generate_per_question(random_model, tiny_token
     eos = free[0][3]                      # a token the model writes early: some answers end, others go on
     expected = [generate(p, eos) for p in prompts]
     assert len({len(e) for e in expected}) > 1 and min(map(len, expected)) < 12
-    shared = evaluation._shared_head(prompts)
+    shared, shared_cache = evaluation._head_cache(random_model, prompts)
     assert shared >= evaluation.MIN_SHARED_HEAD
-    for head in (0, shared):              # from scratch, and continuing from the shared head's cache
-        cache = evaluation._head_cache(random_model, prompts, head) if head else None
+    for head, cache in ((0, None), (shared, shared_cache)):   # from scratch, and from the shared head's cache
         with torch.no_grad():
             got = evaluation._greedy(random_model, prompts, 0, eos, 12, head, cache)
         assert got == expected, head
