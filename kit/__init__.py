@@ -15,13 +15,14 @@ _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["DataError", "ForgetRetainDataset", "QADataset", "list_splits", "load_split"], "kit.data"),
     **dict.fromkeys(["answer_scores", "generate_answers", "keep_known", "knowledge_table", "matched_forgetting",
                      "score_pairs"], "kit.evaluation"),
-    **dict.fromkeys(["ModelError", "build_tiny", "build_tiny_family", "count_parameters", "load_model"], "kit.models"),
+    **dict.fromkeys(["ModelError", "build_tiny", "build_tiny_family", "count_parameters", "each_replicate",
+                     "load_model"], "kit.models"),
     **dict.fromkeys(["environment_report", "nll_axes", "record"], "kit.report"),
     **dict.fromkeys(["FinetuneConfig", "finetune"], "kit.train"),
     **dict.fromkeys(["TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn"], "kit.unlearn"),
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
 }
-_MODULES = ("attribution", "evaluation", "explore", "geffect", "gradstream", "groups", "mia", "models",
+_MODULES = ("attribution", "claims", "evaluation", "explore", "geffect", "gradstream", "groups", "mia", "models",
             "objectives", "probes", "processes", "sweep", "tofu", "unlearn")
 __all__ = sorted(_HOME) + list(_MODULES)
 

@@ -1,10 +1,14 @@
 """Command line:
 - `python -m kit data` rewrites data/ from the generator;
-- `python -m kit models` builds the built-in models into the cache ahead of time;
+- `python -m kit models [--tiny-seeds 0,1,2]` builds the built-in models into the cache ahead of
+  time (tiny's families for the given seeds; default: the default family);
 - `python -m kit tofu-score MODEL_LOG [--retain RETAIN_LOG]` prints TOFU's summary numbers of an
   evaluation log (TOFU's eval_log_aggregated.json layout, or one the kit saved) as one JSON object;
 - `python -m kit sweep NOTEBOOK [--grid GRID.yaml] [-p NAME v1,v2]... [--jobs N]` runs a notebook
-  once per parameter combination (kit.sweep); exit status 1 when a run failed.
+  once per parameter combination (kit.sweep); exit status 1 when a run failed;
+- `python -m kit replicate [--families 0,1,2,3,4] [--seeds 0,1,2] [--models tiny,smollm2-135m]
+  [--notebooks 04,05,...] [--threads N] [--collect]` runs the replication study (kit.replicate), resumable, and
+  writes replicates.csv, findings.csv and FINDINGS.md.
 """
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kit")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("data", help="rewrite data/ from the generator")
-    sub.add_parser("models", help="build tiny's four models and convert smollm2-135m into the cache")
+    mod = sub.add_parser("models", help="build tiny's four models and convert smollm2-135m into the cache")
+    mod.add_argument("--tiny-seeds", default="", help="comma-separated tiny families to build (default: $KIT_TINY_SEED or 0)")
     score = sub.add_parser("tofu-score", help="model utility / forget quality of a TOFU-format evaluation log")
     score.add_argument("model_log", help="eval_log_aggregated.json of the evaluated model")
     score.add_argument("--retain", dest="retain_log", help="the retain model's log (adds forget quality)")
@@ -53,14 +58,27 @@ def main(argv=None) -> None:
     sw.add_argument("--out", help="sweep folder (default runs/sweeps/<notebook>/)")
     sw.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     sw.add_argument("--timeout", type=float, help="seconds any one cell may take")
+    rep = sub.add_parser("replicate", help="the replication study: claims over tiny families, run seeds and models")
+    rep.add_argument("--families", default="0,1,2,3,4", help="tiny families (comma-separated seeds)")
+    rep.add_argument("--seeds", default="0,1,2", help="run seeds per family / model")
+    rep.add_argument("--models", default="tiny,smollm2-135m", help="tiny and/or smollm2-135m")
+    rep.add_argument("--notebooks", default="", help="notebook numbers, e.g. 04,05 (default: all claim-bearing)")
+    rep.add_argument("--timeout", type=float, help="seconds any one cell may take")
+    rep.add_argument("--threads", type=int, help="CPU threads per notebook run (default: all cores)")
+    rep.add_argument("--collect", action="store_true", help="only rewrite findings.csv and FINDINGS.md")
     args = parser.parse_args(argv)
     if args.command == "data":
         for path in write_data():
             print(path)
     elif args.command == "models":
-        from kit.models import build_tiny_family, load_model
-        for variant, folder in build_tiny_family().items():
-            print(f"tiny/{variant}: {folder}")
+        from kit.models import ModelError, TinyRecipe, build_tiny_family, load_model, tiny_seed
+        try:
+            seeds = [tiny_seed(s) for s in args.tiny_seeds.split(",") if s.strip()] or [tiny_seed()]
+        except ModelError as err:
+            parser.exit(2, f"error: {err}\n")
+        for seed in seeds:
+            for variant, folder in build_tiny_family(TinyRecipe().for_seed(seed)).items():
+                print(f"tiny family {seed}/{variant}: {folder}")
         load_model("smollm2-135m")
         print("smollm2-135m: ready")
     elif args.command == "tofu-score":
@@ -81,6 +99,23 @@ def main(argv=None) -> None:
             parser.exit(2, f"error: {err}\n")
         if result.failed:
             parser.exit(1)
+    elif args.command == "replicate":
+        from kit import replicate
+        try:
+            ints = [[int(x) for x in text.split(",") if x.strip()] for text in (args.families, args.seeds)]
+        except ValueError:
+            parser.exit(2, f"error: --families and --seeds take comma-separated whole numbers, got "
+                           f"{args.families!r} / {args.seeds!r}\n")
+        try:
+            units = replicate.plan(ints[0], ints[1], [m for m in args.models.split(",") if m],
+                                   [n for n in args.notebooks.split(",") if n] or None)
+        except replicate.ReplicateError as err:
+            parser.exit(2, f"error: {err}\n")
+        if args.collect:
+            table = replicate.write(replicate.read(replicate.ROOT / "replicates.csv"))
+        else:
+            table = replicate.run(units, threads=args.threads, timeout=args.timeout)
+        print(table[["claim", "model", "n", "mean", "low", "high", "verdict"]].to_string(index=False))
 
 
 if __name__ == "__main__":

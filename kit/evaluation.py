@@ -334,19 +334,21 @@ def matched_forgetting(losses: pd.DataFrame, by: str = "objective", levels: int 
     Args:
         losses: TrackSplits frames of several runs (columns step, split in {"forget", "retain"},
             nll, and `by` naming the run).
-        levels: how many forget-NLL levels, evenly spaced from just above the start to the
-            highest level every run reached.
+        levels: how many forget-NLL levels, evenly spaced in log forget NLL from 1.5 times the
+            lowest start to the highest level every run reached.
     Returns:
         DataFrame indexed by forget NLL, one column per run: the retain NLL when that run's forget
-        NLL first reached the level (linear interpolation between probes).
+        NLL first reached the level (interpolated in log forget NLL between probes). No rows when
+        some run never got past 1.5 times the start: there is no matched level to compare at.
     Used in: notebooks/04_ga_and_wga.ipynb
     """
     curve = losses.pivot_table(index=[by, "step"], columns="split", values="nll").reset_index()
     runs = list(dict.fromkeys(curve[by]))
     reached = min(curve[curve[by] == r].forget.max() for r in runs)
-    grid = np.linspace(curve.forget.min() * 1.5, reached, levels)
+    low = curve.forget.min() * 1.5
+    grid = np.geomspace(low, reached, levels) if reached > low else np.array([])
     out = {}
     for r in runs:
         c = curve[curve[by] == r].sort_values("step")
-        out[r] = np.interp(grid, np.maximum.accumulate(c.forget.values), c.retain.values)
+        out[r] = np.interp(np.log(grid), np.log(np.maximum.accumulate(c.forget.values)), c.retain.values)
     return pd.DataFrame(out, index=pd.Index(grid.round(3), name="forget NLL"))

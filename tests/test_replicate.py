@@ -1,0 +1,81 @@
+"""`python -m kit replicate`: the plan, resumable units, replicates.csv and the findings it writes."""
+import subprocess
+import sys
+
+import nbformat
+import pandas as pd
+import pytest
+
+from kit import replicate
+from kit.replicate import ReplicateError, Unit
+
+
+def test_the_plan_covers_tiny_families_then_the_pretrained_notebooks():
+    units = replicate.plan(families=[0, 1], seeds=[0, 1, 2], models=["tiny", "smollm2-135m"])
+    tiny = [u for u in units if u.model == "tiny"]
+    assert len(tiny) == 2 * len(replicate.NOTEBOOKS) and {u.family for u in tiny} == {0, 1}
+    smol = [u for u in units if u.model == "smollm2-135m"]
+    assert [u.notebook[:2] for u in smol] == replicate.PRETRAINED["smollm2-135m"] and all(u.family is None for u in smol)
+    assert tiny[0].params() == {"TINY_SEEDS": [0], "SEEDS": [0, 1, 2], "RUN_TAG": "replicate"}
+    p = smol[0].params()      # the notebook's smollm2 parameter file, with the study's seeds
+    assert p["MODEL"] == "smollm2-135m" and p["SEEDS"] == [0, 1, 2] and p["RUN_TAG"] == "replicate"
+    with pytest.raises(ReplicateError, match="Unknown notebook '11'"):
+        replicate.plan(notebooks=["11"])
+    with pytest.raises(ReplicateError, match="Unknown model 'gpt2'"):
+        replicate.plan(models=["gpt2"])
+
+
+def _probe(folder):
+    """A notebook that records one observation per replicate, as the claim-bearing notebooks do."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('TINY_SEEDS: list = []  # families\nSEEDS: list = [0]  # run seeds\n'
+                                       'RUN_TAG: str = "default"  # tag')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import kit\nfrom kit import claims\nledger = claims.Ledger('tiny')\n"
+        "for rep in claims.replicates('tiny', TINY_SEEDS, SEEDS):\n"
+        "    ledger.add('wga.matched', 0.1 + 0.01 * rep.family + 0.001 * rep.seed, rep)\n"
+        "kit.record('04_ga_and_wga', RUN_TAG, observations=ledger.rows)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / "04_ga_and_wga.ipynb")
+
+
+def test_units_resume_and_findings_are_written_from_every_row(tmp_path, monkeypatch):
+    _probe(tmp_path)
+    monkeypatch.setattr(replicate, "NOTEBOOKS_DIR", tmp_path)
+    monkeypatch.setattr(replicate, "_fingerprint", lambda unit: f"fp{unit.family}")
+    units = replicate.plan(families=[0, 1], seeds=[0, 1], models=["tiny"], notebooks=["04"])
+    log = []
+    table = replicate.run(units, tmp_path, log=log.append)
+    rows = pd.read_csv(tmp_path / "replicates.csv")
+    assert len(rows) == 4 and set(rows.fingerprint) == {"fp0", "fp1"} and set(rows.claim) == {"wga.matched"}
+    row = table.set_index("claim").loc["wga.matched"]
+    assert row.n == 4 and row.families == 2 and row.basis == "t over 2 family means" and row.k_of_n == "4/4"
+    findings = (tmp_path / "FINDINGS.md").read_text()
+    assert "`wga.matched`" in findings and "WGA keeps more retain knowledge" in findings and "kit 0.1.0" in findings
+    assert pd.read_csv(tmp_path / "findings.csv").claim.tolist() == ["wga.matched"]
+    assert "`npo.shrink` on tiny" in findings                      # what is still missing is listed
+    log.clear()
+    replicate.run(units, tmp_path, log=log.append)                 # finished units are skipped
+    assert "2 already in replicates.csv, 0 to run" in log[0] and len(pd.read_csv(tmp_path / "replicates.csv")) == 4
+    more = replicate.plan(families=[0, 1, 2], seeds=[0, 1], models=["tiny"], notebooks=["04"])
+    replicate.run(more, tmp_path, log=log.append)                  # a new family: only it runs
+    assert len(pd.read_csv(tmp_path / "replicates.csv")) == 6
+
+
+def test_the_command_line_refuses_bad_arguments():
+    run = subprocess.run([sys.executable, "-m", "kit", "replicate", "--families", "a,b"], capture_output=True, text=True)
+    assert run.returncode == 2 and "comma-separated whole numbers" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "kit", "replicate", "--notebooks", "03"], capture_output=True, text=True)
+    assert run.returncode == 2 and "Unknown notebook '03'" in run.stderr
+
+
+def test_unit_done_needs_every_seed():
+    rows = pd.DataFrame([{"notebook": "04_ga_and_wga", "model": "tiny", "family": 0, "seed": 0},
+                         {"notebook": "04_ga_and_wga", "model": "tiny", "family": 0, "seed": 1}])
+    assert replicate.done(Unit("04_ga_and_wga", "tiny", 0, (0, 1)), rows)
+    assert not replicate.done(Unit("04_ga_and_wga", "tiny", 0, (0, 1, 2)), rows)
+    assert not replicate.done(Unit("04_ga_and_wga", "tiny", 1, (0,)), rows)
+    mixed = pd.concat([rows, pd.DataFrame([{"notebook": "04_ga_and_wga", "model": "smollm2-135m", "family": None, "seed": 0}])])
+    assert replicate.done(Unit("04_ga_and_wga", "tiny", 0, (0, 1)), mixed.astype({"family": float}))   # 0.0 is family 0
+    assert replicate.done(Unit("04_ga_and_wga", "smollm2-135m", None, (0,)), mixed)
