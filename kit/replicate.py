@@ -35,6 +35,7 @@ from kit.paths import NOTEBOOKS_DIR, ROOT
 NOTEBOOKS = {"04": "04_ga_and_wga", "05": "05_npo_and_tnpo", "06": "06_po_and_rmu", "07": "07_regularizers",
              "08": "08_tofu_benchmark", "09": "09_weight_attribution"}
 PRETRAINED = {"smollm2-135m": ["04", "05", "07", "08"]}
+STUDY = {"09_weight_attribution": {"METHODS": ["wagle", "magnitude", "random", "wanda"]}}   # beyond the defaults
 COLUMNS = ["notebook", "model", "family", "fingerprint", "seed", "claim", "value", "date", "kit", "torch",
            "transformers", "machine"]
 
@@ -58,7 +59,7 @@ class Unit:
             base = yaml.safe_load(path.read_text()) if path.exists() else {"MODEL": self.model}
             base.pop("RUN_TAG", None)
         extra = {"TINY_SEEDS": [self.family]} if self.family is not None else {}
-        return {**base, **extra, "SEEDS": list(self.seeds), "RUN_TAG": "replicate"}
+        return {**base, **STUDY.get(self.notebook, {}), **extra, "SEEDS": list(self.seeds), "RUN_TAG": "replicate"}
 
 
 def plan(families=range(5), seeds=(0, 1, 2), models=("tiny", "smollm2-135m"), notebooks=None) -> list[Unit]:
