@@ -23,7 +23,7 @@ _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
 }
 _MODULES = ("attribution", "claims", "evaluation", "explore", "geffect", "gradstream", "groups", "mia", "models",
-            "objectives", "probes", "processes", "sweep", "tofu", "unlearn")
+            "objectives", "probes", "processes", "replicate", "sweep", "tofu", "unlearn")
 __all__ = sorted(_HOME) + list(_MODULES)
 
 

@@ -147,12 +147,15 @@ def markdown(table: pd.DataFrame, rows: pd.DataFrame) -> str:
              "interval over the family means (runs of one family are correlated). On a pretrained model it is a t "
              "interval over run seeds. Each statistic is signed so that the paper's prediction is > 0: `holds` when "
              "the 95% interval lies above 0, `reversed` below, `inconclusive` otherwise.", "",
+             "With a single family the interval covers run seeds only and speaks for that family, not for tiny "
+             "in general (the `interval over` column says which).", "",
              "| claim | model | the paper says | statistic (> 0 = as the paper predicts) | mean | 95% interval | "
-             "predicted sign | families | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+             "predicted sign | interval over | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    cell = lambda text: str(text).replace("|", "\\|")          # a literal | would end the table cell
     for _, r in table.iterrows():
         interval = "-" if pd.isna(r.low) else f"[{r.low:.3g}, {r.high:.3g}]"
-        lines.append(f"| `{r.claim}` | {r.model} | {r.statement} | {r.statistic} | {r['mean']:.3g} | {interval} | "
-                     f"{r.k_of_n} | {r.families or '-'} | **{r.verdict}** |")
+        lines.append(f"| `{r.claim}` | {r.model} | {cell(r.statement)} | {cell(r.statistic)} | {r['mean']:.3g} | {interval} | "
+                     f"{r.k_of_n} | {r.basis.removeprefix('t over ')} | **{r.verdict}** |")
     measured = set(zip(table.claim, table.model))
     missing = [(c.id, m) for c in claims.CLAIMS.values() for m in ["tiny", *PRETRAINED]
                if (c.id, m) not in measured and (m == "tiny" or c.notebook[:2] in PRETRAINED.get(m, []))]

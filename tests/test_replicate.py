@@ -79,3 +79,12 @@ def test_unit_done_needs_every_seed():
     mixed = pd.concat([rows, pd.DataFrame([{"notebook": "04_ga_and_wga", "model": "smollm2-135m", "family": None, "seed": 0}])])
     assert replicate.done(Unit("04_ga_and_wga", "tiny", 0, (0, 1)), mixed.astype({"family": float}))   # 0.0 is family 0
     assert replicate.done(Unit("04_ga_and_wga", "smollm2-135m", None, (0,)), mixed)
+
+
+def test_findings_table_cells_escape_pipes():
+    rows = pd.DataFrame([{"notebook": "04_ga_and_wga", "model": "tiny", "family": f, "fingerprint": "x", "seed": s,
+                          "claim": "ga.shallow", "value": 1.0 + 0.1 * f + 0.01 * s, "date": "2026-12-03"}
+                         for f in (0, 1) for s in (0, 1)])
+    text = replicate.markdown(replicate.findings(rows), rows)
+    line = next(ln for ln in text.splitlines() if ln.startswith("| `ga.shallow`"))
+    assert "log(\\|e_u\\|" in line and line.count(" | ") == 8 and "2 family means" in line and "**holds**" in line
