@@ -55,7 +55,7 @@ class Claim:
 _G, _W = "G-effect (Wang et al., 2025)", "WAGLE (Jia et al., 2024)"
 CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("ga.mirror", "04_ga_and_wga", _G, "GA's retain damage mirrors its forgetting along the run",
-          "correlation over the probes of GA's e_u and e_r"),
+          "correlation of the changes of GA's e_u and e_r from probe to probe (trends removed)"),
     Claim("ga.ratio_climbs", "04_ga_and_wga", _G, "GA's retain cost per unit of forgetting grows over the run",
           "e_r/e_u at GA's last probe minus at θ_0"),
     Claim("ga.shallow", "04_ga_and_wga", _G, "GA's G-effect sits in the shallow layers more than the deep ones",
@@ -75,8 +75,8 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("rmu.layer", "06_po_and_rmu", _G + "; Dang et al., 2025 (Adaptive RMU)",
           "RMU forgets more when it steers an early block than the last block",
           "final forget NLL of the RMU run at the first swept block minus at the last swept block"),
-    Claim("rmu.coeff", "06_po_and_rmu", _G, "a larger RMU coefficient acts more strongly at θ_0",
-          "|e_u| at the largest swept coefficient minus at the smallest, mean over the blocks"),
+    Claim("rmu.coeff", "06_po_and_rmu", _G, "a larger RMU coefficient makes RMU's first step unlearn more",
+          "e_u at the smallest swept coefficient minus at the largest, mean over the blocks"),
     Claim("reg.nll", "07_regularizers", _G, "the NLL retain term protects held-out retain data at matched forgetting",
           "retain NLL of GA minus GA+NLL at matched forget NLL, mean over the matched levels"),
     Claim("reg.kl", "07_regularizers", _G, "the KL retain term protects held-out retain data at matched forgetting",
@@ -97,7 +97,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("wagle.vs_wanda", "09_weight_attribution", _W, "WAGLE's mask keeps more retain knowledge than a Wanda mask",
           "retain NLL of the Wanda mask minus WAGLE's at matched forget NLL"),
     Claim("wagle.vs_dense", "09_weight_attribution", _W, "unlearning through WAGLE's mask keeps more retain knowledge than dense unlearning",
-          "retain NLL of dense unlearning minus WAGLE's at matched forget NLL"),
+          "retain NLL of dense unlearning (which also moves embeddings, norms and head) minus WAGLE's at matched forget NLL"),
 ]}
 
 
