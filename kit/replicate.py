@@ -129,7 +129,9 @@ def findings(rows: pd.DataFrame) -> pd.DataFrame:
     """The findings table: kit.claims.summarize over every recorded replicate."""
     obs = rows.assign(family=rows.family.where(rows.model == "tiny"))
     obs["family"] = obs.family.map(lambda f: None if pd.isna(f) or f == "" else str(int(float(f))))
-    return claims.summarize(obs[["claim", "model", "family", "seed", "value"]])
+    table = claims.summarize(obs[["claim", "model", "family", "seed", "value"]])
+    order = {cid: i for i, cid in enumerate(claims.CLAIMS)}                 # the registry's order, then by model
+    return table.sort_values(["claim", "model"], key=lambda s: s.map(order) if s.name == "claim" else s).reset_index(drop=True)
 
 
 def markdown(table: pd.DataFrame, rows: pd.DataFrame) -> str:
