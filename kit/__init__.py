@@ -19,12 +19,15 @@ _HOME = {  # public name -> module that defines it
                      "load_model"], "kit.models"),
     **dict.fromkeys(["environment_report", "nll_axes", "record"], "kit.report"),
     **dict.fromkeys(["FinetuneConfig", "finetune"], "kit.train"),
-    **dict.fromkeys(["TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn"], "kit.unlearn"),
+    **dict.fromkeys(["TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn"], "kit.unlearning"),
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
+    **dict.fromkeys(["Scenario", "load_scenario"], "kit.scenario"),
 }
-_MODULES = ("attribution", "claims", "evaluation", "explore", "geffect", "gradstream", "groups", "mia", "models",
-            "objectives", "probes", "processes", "replicate", "sweep", "tofu", "unlearn")
+_MODULES = ("attribution", "authors", "claims", "data", "evaluation", "explore", "facts", "geffect",
+            "gradstream", "groups", "mia", "models", "objectives", "paths", "probes", "processes",
+            "replicate", "report", "rundir", "scenario", "sweep", "tofu", "train", "unlearning")
 __all__ = sorted(_HOME) + list(_MODULES)
+assert not set(_HOME) & set(_MODULES), "a public name must mean one thing: a function or a module, not both"
 
 
 def __getattr__(name: str):

@@ -5,15 +5,17 @@
 - `python -m kit tofu-score MODEL_LOG [--retain RETAIN_LOG]` prints TOFU's summary numbers of an
   evaluation log (TOFU's eval_log_aggregated.json layout, or one the kit saved) as one JSON object;
 - `python -m kit sweep NOTEBOOK [--grid GRID.yaml] [-p NAME v1,v2]... [--jobs N]` runs a notebook
-  once per parameter combination (kit.sweep); exit status 1 when a run failed;
+  once per parameter combination (kit.sweep); exit status 1 when a run failed; `--dry-run` checks
+  the notebook and grid and lists the runs;
 - `python -m kit replicate [--families 0,1,2,3,4] [--seeds 0,1,2] [--models tiny,smollm2-135m]
   [--notebooks 04,05,...] [--threads N] [--collect]` runs the replication study (kit.replicate), resumable, and
-  writes replicates.csv, findings.csv and FINDINGS.md.
+  writes replicates.csv, findings.csv and FINDINGS.md (`--dry-run`: the units still to run).
 """
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from kit.paths import DATA_DIR
 
@@ -58,6 +60,7 @@ def main(argv=None) -> None:
     sw.add_argument("--out", help="sweep folder (default runs/sweeps/<notebook>/)")
     sw.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     sw.add_argument("--timeout", type=float, help="seconds any one cell may take")
+    sw.add_argument("--dry-run", action="store_true", help="check the notebook and grid, list the runs, run nothing")
     rep = sub.add_parser("replicate", help="the replication study: claims over tiny families, run seeds and models")
     rep.add_argument("--families", default="0,1,2,3,4", help="tiny families (comma-separated seeds)")
     rep.add_argument("--seeds", default="0,1,2", help="run seeds per family / model")
@@ -66,6 +69,7 @@ def main(argv=None) -> None:
     rep.add_argument("--timeout", type=float, help="seconds any one cell may take")
     rep.add_argument("--threads", type=int, help="CPU threads per notebook run (default: all cores)")
     rep.add_argument("--collect", action="store_true", help="only rewrite findings.csv and FINDINGS.md")
+    rep.add_argument("--dry-run", action="store_true", help="list the units still to run, run nothing")
     args = parser.parse_args(argv)
     if args.command == "data":
         for path in write_data():
@@ -88,12 +92,20 @@ def main(argv=None) -> None:
         except EvaluationError as err:
             parser.exit(2, f"error: {err}\n")
     elif args.command == "sweep":
-        from kit.sweep import SweepError, parse_values, read_grid, sweep
+        from kit.sweep import SweepError, check_parameters, combinations, parse_values, read_grid, sweep
         try:
             grid = read_grid(args.grid) if args.grid else {}
             grid.update({name: parse_values(values) for name, values in args.param})
             if not grid:
                 raise SweepError("Nothing to sweep: give --grid GRID.yaml or -p NAME v1,v2.")
+            if args.dry_run:
+                notebook = Path(args.notebook)
+                if notebook.suffix != ".ipynb" or not notebook.is_file():
+                    raise SweepError(f"Notebook {notebook} not found; pass a path such as notebooks/04_ga_and_wga.ipynb.")
+                check_parameters(notebook, grid)
+                for combo in combinations(grid):
+                    print(json.dumps(combo))
+                return
             result = sweep(args.notebook, grid, args.out, args.jobs, args.timeout)
         except SweepError as err:
             parser.exit(2, f"error: {err}\n")
@@ -111,6 +123,14 @@ def main(argv=None) -> None:
                                    [n for n in args.notebooks.split(",") if n] or None)
         except replicate.ReplicateError as err:
             parser.exit(2, f"error: {err}\n")
+        if args.dry_run:
+            rows = replicate.read(replicate.ROOT / "replicates.csv")
+            todo = [u for u in units if not replicate.done(u, rows)]
+            print(f"{len(units)} units, {len(units) - len(todo)} already in replicates.csv, {len(todo)} to run")
+            for unit in todo:
+                print(f"  {unit.notebook} on {unit.model}" + (f" family {unit.family}" if unit.family is not None else "")
+                      + f", seeds {list(unit.seeds)}")
+            return
         if args.collect:
             table = replicate.write(replicate.read(replicate.ROOT / "replicates.csv"))
         else:

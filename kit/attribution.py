@@ -29,6 +29,7 @@ from typing import Iterable
 import pandas as pd
 import torch
 
+from kit.gradstream import untouched
 from kit.groups import param_groups
 
 METHODS = ("wagle", "gradient", "magnitude", "random", "wanda", "dense")
@@ -65,20 +66,16 @@ def eligible(model, include: Iterable[str] = ("attn", "mlp")) -> dict[str, torch
 def _nll_gradient(model, tokenizer, records, params: dict, reduce: str, batch_size: int) -> dict[str, torch.Tensor]:
     """Gradient of Σ_items (reduce="sum") or mean_items ("mean") of the mean answer-token NLL, fp32."""
     from kit.data import QADataset
-    from kit.geffect import _risk_backward
+    from kit.geffect import risk_backward
     records = list(records)
     if not records:
         raise AttributionError("Attribution got an empty split; it needs forget (and retain) items.")
-    model.zero_grad(set_to_none=True)
-    was_training = model.training
-    model.eval()
-    _risk_backward(model, QADataset(records, tokenizer), tokenizer, batch_size,
-                   total=1 if reduce == "sum" else len(records))
-    model.train(was_training)
-    out = {n: p.grad.float().clone() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
-           for n, p in params.items()}
-    model.zero_grad(set_to_none=True)
-    return out
+    with untouched(model):                      # the caller's .grad and train/eval mode come back
+        model.eval()
+        risk_backward(model, QADataset(records, tokenizer), tokenizer, batch_size,
+                       total=1 if reduce == "sum" else len(records))
+        return {n: p.grad.float().clone() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
+                for n, p in params.items()}
 
 
 def _wanda(model, tokenizer, records, params: dict, batch_size: int) -> dict[str, torch.Tensor]:

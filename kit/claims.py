@@ -50,12 +50,13 @@ class Claim:
     paper: str          # which paper says it
     statement: str      # what the paper says, in the kit's words
     statistic: str      # what one replicate measures; the paper predicts it is > 0
+    scale: str = "linear"   # "correlation": the interval is computed on Fisher's z = artanh(r), so it stays in (-1, 1)
 
 
 _G, _W = "G-effect (Wang et al., 2025)", "WAGLE (Jia et al., 2024)"
 CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("ga.mirror", "04_ga_and_wga", _G, "GA's retain damage mirrors its forgetting along the run",
-          "correlation of the changes of GA's e_u and e_r from probe to probe (trends removed)"),
+          "correlation of the changes of GA's e_u and e_r from probe to probe (trends removed)", "correlation"),
     Claim("ga.ratio_climbs", "04_ga_and_wga", _G, "GA's retain cost per unit of forgetting grows over the run",
           "e_r/e_u at GA's last probe minus at θ_0"),
     Claim("ga.shallow", "04_ga_and_wga", _G, "GA's G-effect sits in the shallow layers more than the deep ones",
@@ -65,7 +66,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("npo.shrink", "05_npo_and_tnpo", _G, "NPO's weights shrink as forgetting proceeds",
           "mean NPO weight at θ_0 (1) minus at the last checkpoint"),
     Claim("npo.known", "05_npo_and_tnpo", _G, "NPO's weights favour the examples that are still known",
-          "minus the correlation of weight and forget NLL over examples at the last checkpoint"),
+          "minus the correlation of weight and forget NLL over examples at the last checkpoint", "correlation"),
     Claim("tnpo.vs_npo", "05_npo_and_tnpo", _G, "token-wise NPO keeps more retain knowledge than NPO at matched forgetting",
           "retain NLL of NPO minus TNPO at matched forget NLL, mean over the matched levels"),
     Claim("wtnpo.vs_tnpo", "05_npo_and_tnpo", _G, "WTNPO keeps more retain knowledge than TNPO at matched forgetting",
@@ -123,6 +124,10 @@ class Replicate:
 def replicates(model: str, tiny_seeds=(), seeds=(0,)) -> list[Replicate]:
     """Every (family, run seed) pair, families outermost. On tiny an empty `tiny_seeds` means the
     default family ($KIT_TINY_SEED, else 0); other models have no families."""
+    for name, value in (("TINY_SEEDS", tiny_seeds), ("SEEDS", seeds)):
+        if isinstance(value, str):
+            raise ClaimError(f"{name} is the text {value!r}, not a list: papermill's -p passes text; "
+                             f"use -y '{name}: [0, 1, 2]' (or a parameters file).")
     seeds = list(seeds)
     if not seeds:
         raise ClaimError("SEEDS is empty: give at least one run seed, e.g. [0, 1, 2].")
@@ -181,15 +186,17 @@ def summarize(obs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         raise ClaimError(f"Observations need columns {sorted(need)}; got {sorted(obs.columns)}.")
     rows = []
     for (cid, model), g in obs.groupby(["claim", "model"], sort=False):
-        g = g[g.value.notna()]
+        g, c = g[g.value.notna()], claim(cid)
+        z = c.scale == "correlation"            # average and interval on Fisher's z, reported back as correlations
+        values = g.value.clip(-0.999999, 0.999999).map(math.atanh) if z else g.value
         families = g.family.dropna().unique()
         if len(families) >= 2:
-            units, basis = g.groupby("family").value.mean(), f"t over {len(families)} family means"
+            units, basis = values.groupby(g.family).mean(), f"t over {len(families)} family means"
         else:
-            units = g.value
+            units = values
             basis = f"t over run seeds of family {families[0]}" if len(families) else "t over run seeds"
-        mean, low, high = t_interval(units, level)
-        c = claim(cid)
+        mean, low, high = (math.tanh(v) if z and not math.isnan(v) else v for v in t_interval(units, level))
+        basis += " of Fisher z" if z else ""
         rows.append({"claim": cid, "model": model, "paper": c.paper, "statement": c.statement, "statistic": c.statistic,
                      "n": len(g), "families": len(families), "mean": mean, "low": low, "high": high,
                      "k_of_n": f"{int((g.value > 0).sum())}/{len(g)}", "basis": basis, "verdict": verdict(low, high)})

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kit.data import IGNORE, answer_ids, encode_qa, pad_batch, prompt_ids, resolve_template
-from kit.objectives import answer_logits, fp32, keeps_logits
+from kit.forward import answer_logits, cache_of, cached, fp32, keeps_logits
 
 
 MIN_SHARED_HEAD = 4   # tokens every prompt starts with, from which their common key/value cache pays off
@@ -91,7 +91,7 @@ def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[i
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
             ids = torch.tensor(chunk, device=device)
-            out = model(input_ids=ids[:, head:], past_key_values=_cache_rows(head_cache, len(chunk)), use_cache=True,
+            out = model(input_ids=ids[:, head:], **cached(model, _cache_rows(head_cache, len(chunk))), use_cache=True,
                         **only_last)
             last = out.logits[:, -1]                                     # predicts each answer's first token
             pairs = [(q, i) for q, prompt in enumerate(chunk) for i in owners[prompt]]
@@ -104,10 +104,10 @@ def _shared_prompt_batches(model, prompts: list[list[int]], answers: list[list[i
                 n, width = ans_ids.shape
                 logits = last[which][:, None]
                 if width > 1:
-                    cache = copy.deepcopy(out.past_key_values)
+                    cache = copy.deepcopy(cache_of(out))
                     cache.batch_select_indices(which)
                     mask = torch.cat([torch.ones(n, length, dtype=ans_mask.dtype, device=device), ans_mask[:, :-1]], 1)
-                    rest = model(input_ids=ans_ids[:, :-1], attention_mask=mask, past_key_values=cache).logits
+                    rest = model(input_ids=ans_ids[:, :-1], attention_mask=mask, **cached(model, cache)).logits
                     logits = torch.cat([logits, rest], 1)                # [n, width, V]: position j predicts token j
                 keep = ans_mask.bool()
                 bar.update(n)
@@ -187,7 +187,7 @@ def _head_cache(model, prompts: list) -> tuple[int, object]:
     if head < MIN_SHARED_HEAD:
         return 0, None
     ids = torch.tensor([list(distinct[0][:head])], device=_device(model))
-    return head, model(input_ids=ids, use_cache=True, **_only_last(model)).past_key_values
+    return head, cache_of(model(input_ids=ids, use_cache=True, **_only_last(model)))
 
 
 def _cache_rows(head_cache, n: int):
@@ -219,8 +219,8 @@ def _greedy(model, prompts: list[list[int]], pad: int, eos: int | None, max_new_
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     only_last = _only_last(model)
     out = model(input_ids=batch["input_ids"].to(device), attention_mask=mask, position_ids=positions[:, head:],
-                past_key_values=_cache_rows(head_cache, n), use_cache=True, **only_last)
-    cache, alive, written = out.past_key_values, torch.arange(n), [[] for _ in range(n)]
+                **cached(model, _cache_rows(head_cache, n)), use_cache=True, **only_last)
+    cache, alive, written = cache_of(out), torch.arange(n), [[] for _ in range(n)]
     position = positions[:, -1:]
     for step in range(max_new_tokens):
         token = out.logits[:, -1].argmax(-1)
@@ -235,9 +235,9 @@ def _greedy(model, prompts: list[list[int]], pad: int, eos: int | None, max_new_
             cache.batch_select_indices(keep)
             alive, token, mask, position = alive[keep.cpu()], token[keep], mask[keep], position[keep]
         mask, position = torch.cat([mask, mask.new_ones(len(alive), 1)], 1), position + 1
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, **cached(model, cache),
                     use_cache=True, **only_last)
-        cache = out.past_key_values
+        cache = cache_of(out)
     return written
 
 
@@ -295,9 +295,12 @@ def knowledge_table(model, tokenizer, splits: dict, generate: bool = True, max_i
     return pd.DataFrame(rows)
 
 
-def keep_known(model, tokenizer, records, max_new_tokens: int = 16, batch_size: int = 16,
+def keep_known(model, tokenizer, records, max_new_tokens: int | None = None, batch_size: int = 16,
                cache_key: str | None = None) -> list[dict]:
     """The items a model already answers correctly: its greedy answer contains the item's `fact`.
+
+    "Answers" means what the evaluation reads: the greedy answer under the model's template
+    ("auto") within the token budget of kit.tofu's ROUGE-L (kit.tofu.ANSWER_TOKENS, the default).
 
     The real-knowledge scenario (source "real") keeps only these before unlearning, so that
     forgetting is measured on knowledge the model actually had.
@@ -309,7 +312,9 @@ def keep_known(model, tokenizer, records, max_new_tokens: int = 16, batch_size: 
     import hashlib
     import json
 
-    from kit.paths import cache_dir
+    from kit.paths import cache_dir, write_atomic
+    from kit.tofu import ANSWER_TOKENS
+    max_new_tokens = max_new_tokens or ANSWER_TOKENS
     records = list(records)
     questions = [r["question"] for r in records]
     path = None
@@ -322,9 +327,7 @@ def keep_known(model, tokenizer, records, max_new_tokens: int = 16, batch_size: 
     verdicts = [r["fact"].lower() in a.lower() for r, a in zip(records, answers)]
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(verdicts))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(verdicts))
     return [r for r, ok in zip(records, verdicts) if ok]
 
 

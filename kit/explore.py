@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kit import objectives
+from kit import objectives, rundir
 from kit.data import Collator, ForgetRetainDataset
-from kit.unlearn import UnlearnConfig, UnlearnError, read_manifest, unlearn
+from kit.rundir import RunDirError, read_manifest
+from kit.unlearning import UnlearnConfig, unlearn
 
 
 class ExploreError(ValueError):
@@ -32,7 +33,7 @@ class ExploreError(ValueError):
 def find_runs(folder: str | Path) -> dict[str, Path]:
     """{name: run directory} of every folder under `folder` (itself included) with a manifest.json."""
     folder = Path(folder)
-    found = sorted(p.parent for p in folder.rglob("manifest.json"))
+    found = rundir.find_runs(folder)
     if not found:
         raise ExploreError(f"No run directories (folders with manifest.json) under {folder}; "
                            "make some with kit.unlearn(..., run_dir=...) or leave RUN_DIR empty.")
@@ -51,7 +52,7 @@ def make_runs(folder: str | Path, model, tokenizer, forget, retain, names, split
             manifest = read_manifest(run_dir)
             if manifest.get("finished") and manifest["config"] == _as_json(config):
                 continue
-        except UnlearnError:    # missing or corrupt manifest: redo the run
+        except RunDirError:     # missing or corrupt manifest: redo the run
             pass
         model.load_state_dict(original)
         unlearn(model, tokenizer, forget, retain, config, run_dir=run_dir, model_id=model_id, data_id=split)
@@ -82,10 +83,9 @@ class Explorer:
         return sorted(self.manifest(run)["steps"])
 
     def _load(self, run: str, step: int):
-        from kit.probes import _load_checkpoint
         if step not in self.steps(run):
             raise ExploreError(f"Run {run!r} has no checkpoint at step {step}; saved steps: {self.steps(run)}.")
-        return _load_checkpoint(self.runs[run], step, None)
+        return rundir.load_checkpoint(self.runs[run], step)
 
     def model(self, run: str, step: int):
         return self._model(run, step)
@@ -111,7 +111,7 @@ class Explorer:
             raise ExploreError(f"Forget example {example} is out of range: there are {len(self.forget)} (0-{len(self.forget) - 1}).")
         config = self.manifest(run)["config"]
         name, model = config["objective"], self.model(run, step)
-        data = ForgetRetainDataset([self.forget[example]], self.retain[:1], self.tok, with_idk=name in ("po", "idkdpo"))
+        data = ForgetRetainDataset([self.forget[example]], self.retain[:1], self.tok, with_idk=objectives.needs_idk(name))
         batch = Collator(self.tok)([data[0]])
         ref = self.model(run, 0) if objectives.needs_reference(name) else None
         logp, mask = objectives.logprobs(model, batch["forget"])

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,7 @@ import torch
 
 from kit import gradstream, objectives, processes
 from kit.data import Collator, ForgetRetainDataset, QADataset
+from kit.forward import answer_logits, to_device
 from kit.groups import GroupError, group_order, ordered_groups, param_groups, tied, untied  # noqa: F401 (re-exported)
 
 
@@ -55,25 +57,21 @@ def _batches(dataset, tokenizer, batch_size: int):
         yield collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
 
 
-def _to(batch, device):
-    if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
-    return batch.to(device)
-
-
 def _item_nll_sum(logits, labels) -> torch.Tensor:
     """Σ over the batch of each item's mean answer-token NLL (full or answer-position logits)."""
     logp, mask = objectives.answer_logprobs(logits, labels)
     return -(logp.sum(1) / mask.sum(1).clamp(min=1)).sum()
 
 
-def _risk_backward(model, dataset, tokenizer, batch_size: int, total: int | None = None) -> None:
-    """Backward of R(D) = mean over items of the mean answer-token NLL (gradient of the full mean;
-    `total` items over all processes when this process holds a shard)."""
+def risk_backward(model, dataset, tokenizer, batch_size: int, total: int | None = None) -> None:
+    """Backward of the risk R(D) = mean over items of the mean answer-token NLL, accumulated into
+    the parameters' `.grad` (the gradient of the full mean; `total` items over all processes when
+    this process holds a shard). A public seam: kit.attribution and kit.probes take their risk
+    gradients from here, so every module means the same R."""
     device, n = next(model.parameters()).device, total or len(dataset)
     for batch in _batches(dataset, tokenizer, batch_size):
-        batch = _to(batch, device)
-        (_item_nll_sum(objectives.answer_logits(model, batch)[1], batch["labels"]) / n).backward()
+        batch = to_device(batch, device)
+        (_item_nll_sum(answer_logits(model, batch)[1], batch["labels"]) / n).backward()
 
 
 class _SharedForward:
@@ -102,11 +100,11 @@ def _objective_backward(model, name, forget, retain, tokenizer, ref, hparams, ba
     graph kept, so the forget risk's backward can reuse that forward; otherwise None.
     """
     data = ForgetRetainDataset(forget, retain, tokenizer, template, max_length,
-                               with_idk=name in ("po", "idkdpo"), seed=0)
+                               with_idk=objectives.needs_idk(name), seed=0)
     device, n = next(model.parameters()).device, len(data)
     shared = None
     for start in range(0, n, batch_size):
-        part = _to(Collator(tokenizer)([data[i] for i in range(start, min(start + batch_size, n))]), device)
+        part = to_device(Collator(tokenizer)([data[i] for i in range(start, min(start + batch_size, n))]), device)
         runner = _SharedForward(model, part["forget"]["input_ids"]) if share and n <= batch_size else model
         out = objectives.get(name)(runner, part, ref=ref, **hparams)
         keep = runner is not model and runner.out is not None
@@ -119,7 +117,7 @@ def _regularizer_backward(model, name, retain, tokenizer, ref, batch_size, templ
     data = QADataset(retain, tokenizer, template, max_length)
     device, n, fn = next(model.parameters()).device, total or len(data), objectives.REGULARIZERS[name]
     for batch in _batches(data, tokenizer, batch_size):
-        loss = fn(model, {"retain": _to(batch, device)}, ref=ref)
+        loss = fn(model, {"retain": to_device(batch, device)}, ref=ref)
         (loss * (len(batch["input_ids"]) / n)).backward()
 
 
@@ -146,6 +144,40 @@ def _pairs(model, groups: dict[str, str], refs: dict, head_copy, mask=None) -> d
     return pairs
 
 
+@dataclass(frozen=True, eq=False)
+class Probe:
+    """What one G-effect probe measures: the objective (and its retain regulariser) whose gradient
+    ∇L is dotted with the risk gradients of `forget` (e_u) and `retain` (e_r), and how.
+    The arguments of `g_effect`, by name."""
+    objective: str
+    forget: list
+    retain: list
+    hparams: dict = field(default_factory=dict)
+    regularizer: str = "none"
+    reg_weight: float = 1.0
+    reg_retain: list | None = None          # the regulariser's own retain data (default: retain)
+    ref: object = None
+    groups: object = "paper"
+    batch_size: int = 16
+    template: str = "auto"
+    max_length: int = 512
+    reuse_forward: bool = False
+
+    def __post_init__(self):
+        objectives.get(self.objective)
+        if self.regularizer not in objectives.REGULARIZERS:
+            raise objectives.ObjectiveError(f"Unknown regularizer {self.regularizer!r}: use one of "
+                                            f"{', '.join(objectives.REGULARIZERS)}.")
+        object.__setattr__(self, "hparams", dict(self.hparams or {}))
+        for name in ("forget", "retain") + (("reg_retain",) if self.reg_retain is not None else ()):
+            object.__setattr__(self, name, list(getattr(self, name)))
+
+    @property
+    def reg_data(self) -> list:
+        return self.reg_retain if self.reg_retain is not None else self.retain
+
+
+@gradstream.leaves_model_untouched
 def g_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict | None = None,
              regularizer: str = "none", reg_weight: float = 1.0, reg_retain=None, ref=None, groups="paper",
              batch_size: int = 16, template: str = "auto", max_length: int = 512,
@@ -171,33 +203,97 @@ def g_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict 
         group (… and "total"), e_u, e_r.
     Used in: notebooks/03_g_effect_basics.ipynb
     """
-    return _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref,
-                  groups, batch_size, template, max_length, reg_retain=reg_retain, reuse_forward=reuse_forward)[0]
+    probe = Probe(objective, forget, retain, hparams=hparams or {}, regularizer=regularizer, reg_weight=reg_weight,
+                  reg_retain=reg_retain, ref=ref, groups=groups, batch_size=batch_size, template=template,
+                  max_length=max_length, reuse_forward=reuse_forward)
+    return _probe(model, tokenizer, probe)[0]
 
 
-def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref, groups,
-           batch_size, template, max_length, keep_grad: bool = False, reg_retain=None, reuse_forward=False):
-    """g_effect's table, and (keep_grad) the total ∇L as {parameter: flat gradient}."""
-    objectives.get(objective)
-    if regularizer not in objectives.REGULARIZERS:
-        raise objectives.ObjectiveError(f"Unknown regularizer {regularizer!r}: use one of "
-                                        f"{', '.join(objectives.REGULARIZERS)}.")
-    hparams, forget, retain = dict(hparams or {}), list(forget), list(retain)
-    reg_data = list(reg_retain) if reg_retain is not None else retain
+def _shards(probe: Probe) -> tuple[list, list, list, int]:
+    """This process's share of forget, retain and the regulariser's data, and the world size."""
     rank, world = processes.world()
-    n_u, n_r, n_reg = len(forget), len(retain), len(reg_data)
+    sets = (probe.forget, probe.retain, probe.reg_data)
     if world > 1:   # each process takes a shard; gradients of L are summed, then partial dots
-        if min(n_u, n_r, n_reg) < world:
-            raise GEffectError(f"{world} processes but only {min(n_u, n_r, n_reg)} items in the smallest set; "
+        if min(map(len, sets)) < world:
+            raise GEffectError(f"{world} processes but only {min(map(len, sets))} items in the smallest set; "
                                "give every process at least one item.")
-        forget, retain, reg_data = forget[rank::world], retain[rank::world], reg_data[rank::world]
-    if ref is None and objectives.needs_reference(objective, regularizer):
-        ref = objectives.make_reference(model)
+        sets = tuple(records[rank::world] for records in sets)
+    return (*sets, world)
+
+
+def _groups_of(model, groups):
+    """(parameter name -> group, the weight mask or None) for a groups spec or a kit.attribution.Mask."""
     mask = groups if hasattr(groups, "masks") else None
     if mask is not None:
-        group_of = {n: "mask" if n in mask.masks else "fixed" for n, p in model.named_parameters() if p.requires_grad}
-    else:
-        group_of = param_groups(model, groups)
+        return {n: "mask" if n in mask.masks else "fixed" for n, p in model.named_parameters() if p.requires_grad}, mask
+    return param_groups(model, groups), None
+
+
+def _objective_gradients(model, tokenizer, probe: Probe, forget, reg_data, ref, reduce, share: bool):
+    """{component: stored ∇ of that component}, the objective's and (scaled) the regulariser's; and
+    the objective's forward pass when `share` lets the forget risk reuse it."""
+    refs = {}
+    shared = _objective_backward(model, probe.objective, forget, None, tokenizer, ref, probe.hparams, probe.batch_size,
+                                 probe.template, probe.max_length, total=len(probe.forget), share=share)
+    refs[probe.objective] = gradstream.compact(reduce(gradstream.take_grads(model)))
+    if probe.regularizer != "none":
+        _regularizer_backward(model, probe.regularizer, reg_data, tokenizer, ref, probe.batch_size, probe.template,
+                              probe.max_length, total=len(probe.reg_data))
+        scaled = {p: probe.reg_weight * g for p, g in reduce(gradstream.take_grads(model)).items()}
+        refs[probe.regularizer] = gradstream.compact(scaled)
+    return refs, shared
+
+
+def _risk_dots(model, tokenizer, probe: Probe, pairs, forget, retain, shared, streaming: bool) -> dict:
+    """{"e_u"|"e_r": {(component, group): dot}}: each risk gradient streamed against the stored ones."""
+    sums = {}
+    for risk_name, records in (("e_u", forget), ("e_r", retain)):
+        with gradstream.Streamer(pairs, streaming=streaming) as stream:
+            if risk_name == "e_u" and shared is not None:      # reuse the objective's forward pass
+                part, out = shared
+                (_item_nll_sum(out.logits, part["labels"]) / len(probe.forget)).backward()
+                shared = None
+            else:
+                risk_backward(model, QADataset(records, tokenizer, probe.template, probe.max_length), tokenizer,
+                              probe.batch_size, total=len(probe.forget) if risk_name == "e_u" else len(probe.retain))
+        sums[risk_name] = stream.sums
+    return sums
+
+
+def _stepping_gradient(model, refs: dict, head_copy) -> dict:
+    """The total ∇L as {parameter: dense flat gradient}, a tied matrix stepping by both its parts."""
+    grad = {p: sum(gradstream.dense(r[p]) for r in refs.values() if p in r) for p in set().union(*refs.values())}
+    if head_copy is not None and head_copy in grad:
+        embed, lm = model.get_input_embeddings().weight, grad.pop(head_copy)
+        grad[embed] = grad[embed] + lm if embed in grad else lm
+    return grad
+
+
+def _table(model, probe: Probe, refs: dict, sums: dict, group_of: dict, mask) -> pd.DataFrame:
+    """The tidy table: one row per component and group, plus the components' sum and the totals."""
+    order = (["selected", "rest", "fixed"] if mask is not None else
+             list(dict.fromkeys([*ordered_groups(model, probe.groups, group_of), "tied_cross"])))
+    rows = []
+    for slot in refs:
+        name = slot if slot == probe.objective else f"{probe.regularizer} x {probe.reg_weight:g}"
+        for g in order:
+            if any((slot, g) in sums[r] for r in sums):
+                rows.append({"component": name, "group": g, "e_u": sums["e_u"].get((slot, g), 0.0),
+                             "e_r": sums["e_r"].get((slot, g), 0.0)})
+    df = pd.DataFrame(rows)
+    per_group = df.groupby("group", sort=False)[["e_u", "e_r"]].sum().reset_index().assign(component="total")
+    df = pd.concat([df, per_group], ignore_index=True) if len(refs) > 1 else df.assign(component="total")
+    totals = df.groupby("component", sort=False)[["e_u", "e_r"]].sum().reset_index().assign(group="total")
+    return pd.concat([df, totals], ignore_index=True)[["component", "group", "e_u", "e_r"]]
+
+
+def _probe(model, tokenizer, probe: Probe, keep_grad: bool = False):
+    """g_effect's table, and (keep_grad) the total ∇L as {parameter: flat gradient}."""
+    forget, retain, reg_data, world = _shards(probe)
+    ref = probe.ref
+    if ref is None and objectives.needs_reference(probe.objective, probe.regularizer):
+        ref = objectives.make_reference(model)
+    group_of, mask = _groups_of(model, probe.groups)
     sharded = processes.sharded(model)
     if sharded and (mask is not None or keep_grad or tied(model)):
         raise GEffectError("Under FSDP the probe supports parameter groups only: no weight-mask groups, no "
@@ -207,50 +303,15 @@ def _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, re
     model.eval()
     model.zero_grad(set_to_none=True)
     with untied(model) as head_copy, (processes.summed_shard_gradients(model) if sharded else nullcontext()):
-        refs = {}
-        shared = _objective_backward(model, objective, forget, None, tokenizer, ref, hparams, batch_size,
-                                     template, max_length, total=n_u, share=reuse_forward and not sharded)
-        refs[objective] = gradstream.compact(reduce(gradstream.take_grads(model)))
-        if regularizer != "none":
-            _regularizer_backward(model, regularizer, reg_data, tokenizer, ref, batch_size, template, max_length,
-                                  total=n_reg)
-            scaled = {p: reg_weight * g for p, g in reduce(gradstream.take_grads(model)).items()}
-            refs[regularizer] = gradstream.compact(scaled)
+        refs, shared = _objective_gradients(model, tokenizer, probe, forget, reg_data, ref, reduce,
+                                            share=probe.reuse_forward and not sharded)
         pairs = _pairs(model, group_of, refs, head_copy, mask)
-        sums = {}
-        for risk, records in (("e_u", forget), ("e_r", retain)):
-            with gradstream.Streamer(pairs, streaming=not sharded) as stream:
-                if risk == "e_u" and shared is not None:      # reuse the objective's forward pass
-                    part, out = shared
-                    (_item_nll_sum(out.logits, part["labels"]) / n_u).backward()
-                    shared = None
-                else:
-                    _risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size,
-                                   total=n_u if risk == "e_u" else n_r)
-            sums[risk] = stream.sums
+        sums = _risk_dots(model, tokenizer, probe, pairs, forget, retain, shared, streaming=not sharded)
         if world > 1:
             sums = processes.reduce_sums(sums, pairs)
-        grad = None
-        if keep_grad:
-            grad = {p: sum(gradstream.dense(r[p]) for r in refs.values() if p in r) for p in set().union(*refs.values())}
-            if head_copy is not None and head_copy in grad:     # the tied matrix steps by both its gradients
-                embed, lm = model.get_input_embeddings().weight, grad.pop(head_copy)
-                grad[embed] = grad[embed] + lm if embed in grad else lm
+        grad = _stepping_gradient(model, refs, head_copy) if keep_grad else None
     model.train(was_training)
-    order = (["selected", "rest", "fixed"] if mask is not None else
-             list(dict.fromkeys([*ordered_groups(model, groups, group_of), "tied_cross"])))
-    rows = []
-    for slot in refs:
-        name = slot if slot == objective else f"{regularizer} x {reg_weight:g}"
-        for g in order:
-            if any((slot, g) in sums[r] for r in sums):
-                rows.append({"component": name, "group": g, "e_u": sums["e_u"].get((slot, g), 0.0),
-                             "e_r": sums["e_r"].get((slot, g), 0.0)})
-    df = pd.DataFrame(rows)
-    per_group = df.groupby("group", sort=False)[["e_u", "e_r"]].sum().reset_index().assign(component="total")
-    df = pd.concat([df, per_group], ignore_index=True) if len(refs) > 1 else df.assign(component="total")
-    totals = df.groupby("component", sort=False)[["e_u", "e_r"]].sum().reset_index().assign(group="total")
-    return pd.concat([df, totals], ignore_index=True)[["component", "group", "e_u", "e_r"]], grad
+    return _table(model, probe, refs, sums, group_of, mask), grad
 
 
 @torch.no_grad()
@@ -259,7 +320,7 @@ def risk(model, tokenizer, records, template: str = "auto", max_length: int = 51
     data = QADataset(list(records), tokenizer, template, max_length)
     device, total = next(model.parameters()).device, 0.0
     for batch in _batches(data, tokenizer, batch_size):
-        batch = _to(batch, device)
+        batch = to_device(batch, device)
         logp, mask = objectives.logprobs(model, batch)
         total += float((-(logp.sum(1) / mask.sum(1).clamp(min=1))).double().sum())
     return total / len(data)
@@ -289,6 +350,8 @@ def sgd_trajectory(model, tokenizer, objective: str, forget, retain, *, lr: floa
     """
     if ref is None and objectives.needs_reference(objective, regularizer):
         ref = objectives.make_reference(model)
+    probe = Probe(objective, forget, retain, hparams=hparams or {}, regularizer=regularizer, reg_weight=reg_weight,
+                  ref=ref, groups=groups, batch_size=batch_size, template=template, max_length=max_length)
     args = (template, max_length)
     frames, pred = [], {}
     for t in range(steps + 1):
@@ -297,8 +360,7 @@ def sgd_trajectory(model, tokenizer, objective: str, forget, retain, *, lr: floa
             break                                  # diverged: keep the steps that were finite
         if t == 0:
             pred = {"u": r_u, "r": r_r}
-        df, grad = _probe(model, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref,
-                          groups, batch_size, template, max_length, keep_grad=t < steps)
+        df, grad = _probe(model, tokenizer, probe, keep_grad=t < steps)
         total = df[(df.component == "total") & (df.group == "total")].iloc[0]
         frames.append(df.assign(step=t, risk_u=np.where(df.group == "total", r_u, np.nan),
                                 risk_r=np.where(df.group == "total", r_r, np.nan),
@@ -336,8 +398,9 @@ def check_first_order(model, tokenizer, objective: str, forget, retain, *, lr: f
         ref = objectives.make_reference(model)
     if double:
         work, ref = work.double(), (copy.deepcopy(ref).double() if ref is not None else None)
-    df, grad = _probe(work, tokenizer, objective, forget, retain, hparams, regularizer, reg_weight, ref,
-                      groups, batch_size, template, max_length, keep_grad=True)
+    probe = Probe(objective, forget, retain, hparams=hparams or {}, regularizer=regularizer, reg_weight=reg_weight,
+                  ref=ref, groups=groups, batch_size=batch_size, template=template, max_length=max_length)
+    df, grad = _probe(work, tokenizer, probe, keep_grad=True)
     if step_norm is not None:
         lr = step_norm / float(torch.sqrt(sum((g.double() ** 2).sum() for g in grad.values())))
     totals = df[df.component == "total"].set_index("group")[["e_u", "e_r"]]
@@ -368,6 +431,7 @@ def check_first_order(model, tokenizer, objective: str, forget, retain, *, lr: f
     return pd.DataFrame(rows)
 
 
+@gradstream.leaves_model_untouched
 def pg_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict | None = None, ref=None,
               batch_size: int = 16, template: str = "auto", max_length: int = 512) -> pd.DataFrame:
     """Instance-wise G-effects: for each forget example s, ∇R(D)ᵀ∇log p(s) for D = D_u and D_r.
@@ -390,13 +454,13 @@ def pg_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict
     model.zero_grad(set_to_none=True)
     refs = {}
     for slot, records in (("u", forget), ("r", retain)):
-        _risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size)
+        risk_backward(model, QADataset(records, tokenizer, template, max_length), tokenizer, batch_size)
         refs[slot] = gradstream.compact(gradstream.take_grads(model))
     pairs = {p: [(slot, "all", g[p], None) for slot, g in refs.items() if p in g] for p in refs["u"]}
     data = ForgetRetainDataset(forget, None, tokenizer, template, max_length)
     device, collate, rows = next(model.parameters()).device, Collator(tokenizer), []
     for i in range(len(data)):
-        batch = _to(collate([data[i]]), device)
+        batch = to_device(collate([data[i]]), device)
         with torch.no_grad():
             out = objectives.get(objective)(model, batch, ref=ref, **(hparams or {}))
         if out.seq_weights is not None:

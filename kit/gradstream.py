@@ -8,12 +8,39 @@ matrix gradient as its nonzero rows when most rows are zero, as for an input emb
 """
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
 
-from kit.objectives import fp32
+from kit.forward import fp32
+
+
+@contextmanager
+def untouched(model):
+    """Gradient work on a caller's model that leaves it as it came: its `.grad` tensors (set aside,
+    then put back) and its train/eval mode."""
+    grads = [(p, p.grad) for p in model.parameters()]
+    was_training = model.training
+    for p, _ in grads:
+        p.grad = None
+    try:
+        yield model
+    finally:
+        for p, g in grads:
+            p.grad = g
+        model.train(was_training)
+
+
+def leaves_model_untouched(fn):
+    """Decorator: `fn(model, ...)` runs inside `untouched(model)`."""
+    @functools.wraps(fn)
+    def inner(model, *args, **kwargs):
+        with untouched(model):
+            return fn(model, *args, **kwargs)
+    return inner
 
 
 class Streamer:

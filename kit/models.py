@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -275,6 +276,20 @@ def _load_hf(name: str, dtype, trust_remote_code: bool = False):
     return model, tok
 
 
+@contextlib.contextmanager
+def _no_file_progress():
+    """transformers' per-file bars ("Loading weights 0%") say nothing in a notebook; the caller's
+    setting comes back afterwards (the kit's own build bar is not one of them)."""
+    from transformers.utils import logging
+    was = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            logging.enable_progress_bar()
+
+
 def load_model(name: str = "tiny", variant: str = "target", dtype=torch.float32,
                device: str | None = None, trust_remote_code: bool = False, seed: int | None = None):
     """Load a causal LM and its tokenizer.
@@ -295,16 +310,17 @@ def load_model(name: str = "tiny", variant: str = "target", dtype=torch.float32,
     if name != "tiny" and seed is not None:
         raise ModelError(f"seed={seed!r} picks a tiny family; {name!r} is one fixed model. "
                          "Drop seed= (run seeds go to UnlearnConfig(seed=...)).")
-    if name == "tiny":
-        model, tok = _load_tiny(variant, dtype, seed)
-    elif name == "smollm2-135m":
-        model, tok = _load_smollm2(variant, dtype)
-    elif Path(name).expanduser().exists() or "/" in name:
-        model, tok = _load_hf(str(Path(name).expanduser()) if Path(name).expanduser().exists() else name,
-                              dtype, trust_remote_code)
-    else:
-        raise ModelError(f"Unknown model {name!r}. Use 'tiny', 'smollm2-135m', a Hugging Face id "
-                         "(org/name) or the path of a local model directory.")
+    with _no_file_progress():
+        if name == "tiny":
+            model, tok = _load_tiny(variant, dtype, seed)
+        elif name == "smollm2-135m":
+            model, tok = _load_smollm2(variant, dtype)
+        elif Path(name).expanduser().exists() or "/" in name:
+            model, tok = _load_hf(str(Path(name).expanduser()) if Path(name).expanduser().exists() else name,
+                                  dtype, trust_remote_code)
+        else:
+            raise ModelError(f"Unknown model {name!r}. Use 'tiny', 'smollm2-135m', a Hugging Face id "
+                             "(org/name) or the path of a local model directory.")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), tok
 

@@ -17,17 +17,21 @@ and `ref` is the frozen original model. Losses are minimised. Formulas: ../share
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from kit.data import IGNORE
+from kit.forward import answer_logits, forward, fp32, keeps_logits  # noqa: F401 (re-exported)
 
 
 class ObjectiveError(ValueError):
     """An unknown objective, a missing input or a bad hyperparameter; the message says the fix."""
+
+
+class NonFiniteLoss(ObjectiveError):
+    """The loss became NaN or infinite: a divergence (too large a learning rate) or broken inputs."""
 
 
 @dataclass
@@ -41,11 +45,6 @@ class Output:
 
 
 # ---------------------------------------------------------------- token log-probabilities
-def fp32(x: torch.Tensor) -> torch.Tensor:
-    """At least fp32 (bf16/fp16 up-cast; fp64 kept, for finite-difference checks)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
 def _on_answers(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[N] values at the answer positions of `mask` [B, T-1] as [B, T-1], zero elsewhere."""
     return values.new_zeros(mask.shape).masked_scatter(mask, values)
@@ -60,33 +59,6 @@ def answer_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
         logits = logits[:, :-1][mask]
     picked = torch.log_softmax(fp32(logits), -1).gather(-1, labels[mask][:, None]).squeeze(-1)
     return _on_answers(picked, mask), mask
-
-
-def _forward(model, part: dict, **kw):
-    return model(input_ids=part["input_ids"], attention_mask=part["attention_mask"], **kw)
-
-
-def keeps_logits(model) -> bool:
-    """Whether the model's forward takes `logits_to_keep` (projects only the positions asked for)."""
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-def answer_logits(model, part: dict, **kw):
-    """(model output, logits [N, V] at the N positions whose next token is an answer token).
-
-    The vocabulary projection (and its [B, T, V] activations, the largest tensors of a forward
-    pass) runs on answer positions only when the model takes `logits_to_keep`; otherwise the
-    full logits are sliced.
-    """
-    keep = F.pad(part["labels"][:, 1:] != IGNORE, (0, 1))       # position t predicts token t+1
-    if keeps_logits(model):
-        out = _forward(model, part, logits_to_keep=keep, **kw)
-        if out.logits.ndim == 2 and out.logits.shape[0] == int(keep.sum()):
-            return out, out.logits
-        if out.logits.shape[:2] == keep.shape:                  # the model ignored the argument
-            return out, out.logits[keep]
-    out = _forward(model, part, **kw)                           # it reads logits_to_keep otherwise
-    return out, out.logits[keep]
 
 
 def logprobs(model, part: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,11 +221,11 @@ def undial(model, batch, ref=None, beta: float = 10.0) -> Output:
     if ref is None:
         _ref_logprobs(None, part)
     with torch.no_grad():
-        z_o = fp32(_forward(ref, part).logits[:, :-1])
+        z_o = fp32(forward(ref, part).logits[:, :-1])
     labels = part["labels"][:, 1:]
     mask = labels != IGNORE
     target = torch.softmax(z_o - beta * F.one_hot(labels.clamp(min=0), z_o.shape[-1]), -1)
-    logq = torch.log_softmax(fp32(_forward(model, part).logits[:, :-1]), -1)
+    logq = torch.log_softmax(fp32(forward(model, part).logits[:, :-1]), -1)
     per = _mean_tokens(-(target * logq).sum(-1), mask)
     return Output(per.mean(), per.detach(), hparams={"beta": beta})
 
@@ -271,7 +243,7 @@ def rmu(model, batch, ref=None, layer: int = 2, coeff: float = 4.0, seed: int = 
     if not 0 <= layer < n_layers:
         raise ObjectiveError(f"RMU layer {layer} is out of range: this model has blocks 0..{n_layers - 1}.")
     part = _part(batch, "forget", "rmu")
-    hidden = fp32(_forward(model, part, output_hidden_states=True).hidden_states[layer + 1])
+    hidden = fp32(forward(model, part, output_hidden_states=True).hidden_states[layer + 1])
     target = coeff * rmu_direction(hidden.shape[-1], seed).to(hidden.device)
     mask = (part["labels"] != IGNORE)                   # answer positions (unshifted)
     per = _mean_tokens(((hidden - target) ** 2).sum(-1), mask)
@@ -281,6 +253,12 @@ def rmu(model, batch, ref=None, layer: int = 2, coeff: float = 4.0, seed: int = 
 OBJECTIVES = {"ga": ga, "wga": wga, "npo": npo, "simnpo": simnpo, "tnpo": tnpo, "wtnpo": wtnpo,
               "po": po, "idkdpo": idkdpo, "rmu": rmu, "undial": undial, "satimp": satimp}
 NEEDS_REFERENCE = {"npo", "tnpo", "wtnpo", "idkdpo", "undial"}
+NEEDS_IDK = {"po", "idkdpo"}     # objectives trained toward refusal answers (the batch needs `idk`)
+
+
+def needs_idk(name: str) -> bool:
+    """Whether objective `name` needs refusal answers in its batch (ForgetRetainDataset(with_idk=True))."""
+    return name in NEEDS_IDK
 
 
 # ---------------------------------------------------------------- retain regularisers
@@ -377,6 +355,6 @@ def compute(name: str, model, batch, ref=None, regularizer: str = "none", reg_we
         out.loss = out.loss + reg_weight * reg
         out.hparams.update(regularizer=regularizer, reg_weight=reg_weight, retain_loss=reg.item())
     if not torch.isfinite(out.loss):
-        raise ObjectiveError(f"Objective {name!r} produced a non-finite loss ({out.loss.item()}); "
+        raise NonFiniteLoss(f"Objective {name!r} produced a non-finite loss ({out.loss.item()}); "
                              "lower the learning rate or check the inputs.")
     return out

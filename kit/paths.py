@@ -6,6 +6,7 @@ starts kernels inside `notebooks/` while papermill uses the caller's directory.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,6 +14,26 @@ DATA_DIR = ROOT / "data"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 CACHE_ENV = "KIT_CACHE_DIR"
 OUTPUT_ENV = "KIT_OUTPUT_DIR"      # set by `python -m kit sweep`: a run's figures and numbers go there
+
+
+@contextmanager
+def atomic(path: str | Path):
+    """Write a file all at once: yields a temporary path beside `path` to write to, and renames it
+    onto `path` only when the block finished (a reader sees the old file or the new one, never half)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """`path.write_text(text)`, atomically (see `atomic`)."""
+    with atomic(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def _output_root() -> Path:

@@ -17,29 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM, TrainerCallback
-from transformers.utils import logging
+from transformers import TrainerCallback
 
-from kit import geffect, gradstream, objectives
+from kit import geffect, gradstream, objectives, rundir
 from kit.data import Collator, ForgetRetainDataset, QADataset
-from kit.unlearn import read_manifest
-
-
-def _load_checkpoint(run_dir: Path, step: int, like):
-    folder = run_dir / f"checkpoint-{step}"
-    if not (folder / "model.safetensors").exists():
-        raise geffect.GEffectError(f"{folder} has no model.safetensors (half-written or deleted); "
-                                   "rerun the unlearning or pass steps= without it.")
-    logging.disable_progress_bar()          # one bar per checkpoint is noise
-    try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=next(like.parameters()).dtype if like else torch.float32,
-                                                     use_safetensors=True)
-    except Exception as err:   # noqa: BLE001 (a truncated or overwritten file: say which, load nothing)
-        raise geffect.GEffectError(f"{folder} is corrupt and was not loaded ({type(err).__name__}: {str(err)[:120]}); "
-                                   "rerun the unlearning or pass steps= without it.") from None
-    finally:
-        logging.enable_progress_bar()
-    return model.eval()
+from kit.forward import to_device
 
 
 def g_effect_over_run(run_dir: str | Path, tokenizer, forget, retain, *, groups="paper", steps=None,
@@ -56,17 +38,17 @@ def g_effect_over_run(run_dir: str | Path, tokenizer, forget, retain, *, groups=
     Used in: notebooks/04_ga_and_wga.ipynb
     """
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
+    manifest = rundir.read_manifest(run_dir)
     config = manifest["config"]
     steps = sorted(manifest["steps"] if steps is None else steps)
-    original = _load_checkpoint(run_dir, 0, None) if 0 in manifest["steps"] else None
+    original = rundir.load_checkpoint(run_dir, 0) if 0 in manifest["steps"] else None
     regularizer = config["regularizer"] if with_regularizer else "none"
     ref = original if objectives.needs_reference(config["objective"], regularizer) else None
     if ref is None and objectives.needs_reference(config["objective"], regularizer):
         raise geffect.GEffectError(f"{run_dir} has no checkpoint-0, which {config['objective']} needs as reference.")
     frames = []
     for step in steps:
-        model = original if step == 0 and original is not None else _load_checkpoint(run_dir, step, original)
+        model = original if step == 0 and original is not None else rundir.load_checkpoint(run_dir, step)
         df = geffect.g_effect(model, tokenizer, config["objective"], forget, retain, hparams=config["hparams"],
                               regularizer=regularizer, reg_weight=config["reg_weight"], ref=ref, groups=groups,
                               batch_size=batch_size, template=template)
@@ -82,13 +64,13 @@ def pg_effect_over_run(run_dir: str | Path, tokenizer, forget, retain, *, steps=
     Used in: notebooks/05_npo_and_tnpo.ipynb
     """
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
+    manifest = rundir.read_manifest(run_dir)
     config = manifest["config"]
     steps = sorted(manifest["steps"] if steps is None else steps)
-    original = _load_checkpoint(run_dir, 0, None)
+    original = rundir.load_checkpoint(run_dir, 0)
     frames = []
     for step in steps:
-        model = original if step == 0 else _load_checkpoint(run_dir, step, original)
+        model = original if step == 0 else rundir.load_checkpoint(run_dir, step)
         df = geffect.pg_effect(model, tokenizer, config["objective"], forget, retain, hparams=config["hparams"],
                                ref=original, batch_size=batch_size, template=template)
         frames.append(df.assign(step=step))
@@ -142,13 +124,13 @@ class GEffectCallback(TrainerCallback):
         model.eval()
         model.zero_grad(set_to_none=True)
         pairs = ForgetRetainDataset(forget, retain if c.regularizer != "none" else None, tok, c.template,
-                                    with_idk=c.objective in ("po", "idkdpo"), seed=step)
-        batch = geffect._to(Collator(tok)([pairs[i] for i in range(len(pairs))]), device)
+                                    with_idk=objectives.needs_idk(c.objective), seed=step)
+        batch = to_device(Collator(tok)([pairs[i] for i in range(len(pairs))]), device)
         objectives.compute(c.objective, model, batch, ref=self._reference(model), regularizer=c.regularizer,
                            reg_weight=c.reg_weight, **c.hparams).loss.backward()
         fresh = {"L": gradstream.take_grads(model)}
         for slot, records in (("u", forget), ("r", retain)):
-            geffect._risk_backward(model, QADataset(records, tok, c.template), tok, len(records))
+            geffect.risk_backward(model, QADataset(records, tok, c.template), tok, len(records))
             fresh[slot] = gradstream.take_grads(model)
         model.train(was_training)
         for slot, grads in fresh.items():

@@ -29,7 +29,7 @@ import pandas as pd
 import yaml
 
 from kit import claims
-from kit.paths import NOTEBOOKS_DIR, ROOT
+from kit.paths import NOTEBOOKS_DIR, ROOT, write_atomic
 
 # claim-bearing notebooks, and which of them the study runs on the pretrained model
 NOTEBOOKS = {"04": "04_ga_and_wga", "05": "05_npo_and_tnpo", "06": "06_po_and_rmu", "07": "07_regularizers",
@@ -93,10 +93,11 @@ def done(unit: Unit, rows: pd.DataFrame) -> bool:
     return set(unit.seeds) <= set(mine.seed.astype(int))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def committed(folder: Path = ROOT) -> pd.DataFrame:
+    """The replication study's findings as last written (`findings.csv`: claim, model, mean,
+    95% interval, k of n, verdict); an empty table where the study never ran."""
+    path = folder / "findings.csv"
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["claim", "model", "verdict"])
 
 
 def _versions() -> dict:
@@ -175,8 +176,8 @@ def markdown(table: pd.DataFrame, rows: pd.DataFrame) -> str:
 def write(rows: pd.DataFrame, folder: Path = ROOT) -> pd.DataFrame:
     """Rewrite findings.csv and FINDINGS.md from the replicate rows."""
     table = findings(rows) if len(rows) else claims.summarize(pd.DataFrame(columns=["claim", "model", "family", "seed", "value"]))
-    _write_atomic(folder / "findings.csv", table.to_csv(index=False))
-    _write_atomic(folder / "FINDINGS.md", markdown(table, rows))
+    write_atomic(folder / "findings.csv", table.to_csv(index=False))
+    write_atomic(folder / "FINDINGS.md", markdown(table, rows))
     return table
 
 
@@ -203,7 +204,7 @@ def run(units: list[Unit], folder: Path = ROOT, threads: int | None = None, time
             log(f"  {unit.notebook} recorded no results; skipped")
             continue
         rows = pd.concat([read(path), observations(unit, found[0])], ignore_index=True)
-        _write_atomic(path, rows.to_csv(index=False))
+        write_atomic(path, rows.to_csv(index=False))
         write(rows, folder)
         log(f"  done in {r.seconds:.0f} s; {len(rows)} observations in {path.name}")
     return write(read(path), folder)

@@ -24,14 +24,12 @@ def record(notebook: str, run_tag: str = "default", **numbers) -> dict:
     """
     import json
 
-    from kit.paths import runs_dir
+    from kit.paths import runs_dir, write_atomic
     folder = runs_dir(run_tag) / "results"
     folder.mkdir(parents=True, exist_ok=True)
     clean = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (int, bool, str)) else v)
              for k, v in numbers.items()}
-    tmp = folder / f".{notebook}.json.tmp"
-    tmp.write_text(json.dumps(clean, indent=2))
-    tmp.replace(folder / f"{notebook}.json")
+    write_atomic(folder / f"{notebook}.json", json.dumps(clean, indent=2))
     return clean
 
 
@@ -45,5 +43,7 @@ def nll_axes(ax, x, y) -> None:
         if values and max(values) > 3 * min(values):
             scale("log")
             axis.set_major_formatter(plt.FormatStrFormatter("%g"))
-            short = max(values) < 10 * min(values)      # under a decade: label the minor ticks too
+            short = max(values) < 10 * min(values)      # under a decade: label the minor ticks 2, 3, 5 too
+            if short:                                   # (not 9 or 1.5: they would crowd the decade's label)
+                axis.set_minor_locator(plt.LogLocator(base=10, subs=(2, 3, 5)))
             axis.set_minor_formatter(plt.FormatStrFormatter("%g") if short else plt.NullFormatter())

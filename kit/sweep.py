@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from kit.paths import OUTPUT_ENV, ROOT
+from kit.paths import OUTPUT_ENV, ROOT, atomic
 
 _META = ["run", "status", "seconds", "cell", "error"]
 
@@ -215,9 +215,7 @@ def collect(out: str | Path) -> pd.DataFrame:
 
 def _figure(table: pd.DataFrame, params: list[str], path: Path, most: int = 12) -> Path | None:
     """Every recorded number of the finished runs against the swept parameters, one panel each."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure           # no pyplot: the caller's backend and open figures stay as they are
     done = table[table.status == "done"]
     skip = set(_META) | set(params)
     numbers = [c for c in done.columns if c not in skip and pd.api.types.is_numeric_dtype(done[c])
@@ -228,7 +226,8 @@ def _figure(table: pd.DataFrame, params: list[str], path: Path, most: int = 12) 
     labels = done[varied].astype(str).agg(", ".join, axis=1) if varied else done["run"]
     cols = min(3, len(numbers))
     rows = -(-len(numbers) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows + 0.6), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 2.8 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, numbers):
         ax.plot(range(len(done)), done[name].to_numpy(), "o-" if len(done) > 1 else "o")
         ax.set_title(name, fontsize=9)
@@ -237,17 +236,14 @@ def _figure(table: pd.DataFrame, params: list[str], path: Path, most: int = 12) 
         ax.set_visible(False)
     fig.suptitle(f"{len(done)} runs by {', '.join(varied)}", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     return path
 
 
 def _write_atomic(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}")
-    table.to_csv(tmp, index=False) if path.suffix == ".csv" else table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        table.to_csv(tmp, index=False) if path.suffix == ".csv" else table.to_parquet(tmp, index=False)
 
 
 # ---------------------------------------------------------------- the sweep

@@ -29,6 +29,7 @@ import pandas as pd
 from scipy.stats import ks_2samp
 
 from kit import mia
+from kit.paths import write_atomic
 
 ROLES = ("forget", "retain", "real_authors", "world_facts")
 UTILITY = ("retain", "real_authors", "world_facts")
@@ -37,6 +38,7 @@ TOFU_FILES = {"retain": "eval_log.json", "real_authors": "eval_real_author_wo_op
               "world_facts": "eval_real_world_wo_options.json", "forget": "eval_log_forget.json",
               "holdout": "eval_log_holdout.json"}   # the last one is the kit's own (MIA)
 LOG_KEYS = ("avg_gt_loss", "average_perturb_loss", "avg_paraphrased_loss", "rougeL_recall")
+ANSWER_TOKENS = 64    # greedy tokens per answer for ROUGE-L (kit.keep_known reads the same answers)
 SMALL_SPLIT = 50      # below this many forget items the KS test can only see large shifts
 TRUTH_RATIOS = ("geometric", "arithmetic")
 
@@ -184,7 +186,7 @@ def _check(role: str, records: list[dict]) -> None:
                                   f"{list(need)} (use the *_perturbed splits of kit.load_split).")
 
 
-def score_items(model, tokenizer, splits: dict[str, list], *, generate: bool = True, max_new_tokens: int = 64,
+def score_items(model, tokenizer, splits: dict[str, list], *, generate: bool = True, max_new_tokens: int = ANSWER_TOKENS,
                 batch_size: int = 32, template: str = "auto", mia_k: float = 0.4,
                 progress: bool = False) -> pd.DataFrame:
     """The item table of a model: one row per item of every split, TOFU's per-item fields plus
@@ -278,14 +280,12 @@ class Evaluation:
         summary = {"summary": self.summary.reset_index().to_dict("records"), "notes": self.notes,
                    "mia": None if self.mia is None else self.mia.to_dict("records")}
         for name, obj in [("eval_log_aggregated.json", to_log(self.items)), ("eval_summary.json", summary)]:
-            tmp = folder / f".{name}.tmp"
-            tmp.write_text(json.dumps(obj, default=float))
-            tmp.replace(folder / name)
+            write_atomic(folder / name, json.dumps(obj, default=float))
         return folder
 
 
 def evaluate(model, tokenizer, splits: dict[str, list], *, reference=None, truth_ratio: str = "geometric",
-             generate: bool = True, max_new_tokens: int = 64, batch_size: int = 32, template: str = "auto",
+             generate: bool = True, max_new_tokens: int = ANSWER_TOKENS, batch_size: int = 32, template: str = "auto",
              n_boot: int = 1000, seed: int = 0, out_dir: str | Path | None = None,
              progress: bool = False) -> Evaluation:
     """Evaluate a model the TOFU way.

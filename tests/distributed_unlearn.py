@@ -20,7 +20,7 @@ def main(out: Path, global_batch: int) -> None:
     from kit.data import load_split
     from kit.models import TinyRecipe, tiny_config, train_tiny_tokenizer
     from kit.probes import GEffectCallback
-    from kit.unlearn import UnlearnConfig, unlearn
+    from kit.unlearning import UnlearnConfig, unlearn
 
     world = int(os.environ.get("WORLD_SIZE", 1))
     torch.set_num_threads(1)

@@ -6,7 +6,7 @@ import torch
 from kit import attribution, geffect
 from kit.attribution import AttributionError
 from kit.data import Collator, QADataset, load_split
-from kit.unlearn import UnlearnConfig, unlearn
+from kit.unlearning import UnlearnConfig, unlearn
 
 FORGET = list(load_split("forget01"))[:6]
 RETAIN = list(load_split("retain99"))[:6]

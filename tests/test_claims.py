@@ -107,3 +107,22 @@ def test_each_replicate_loads_a_model_once_and_restores_its_weights(random_model
         assert torch.equal(weights, first)                    # ... and restore() puts them back
         weights.data.add_(1.0)
     assert len(loads) == 1 and [r.seed for r in reps] == [0, 1, 2]
+
+
+def test_correlation_claims_are_pooled_on_fisher_z_and_stay_inside_minus_one_one():
+    ledger = Ledger("tiny")
+    by_family = {0: [0.95, 0.99, 0.97], 1: [0.3, 0.5, 0.4], 2: [0.9, 0.98, 0.85]}
+    for family, values in by_family.items():
+        for seed, v in enumerate(values):
+            ledger.add("ga.mirror", v, Replicate("tiny", family, seed))
+    row = ledger.table().iloc[0]
+    z_means = [sum(math.atanh(v) for v in vs) / 3 for vs in by_family.values()]
+    mean, low, high = claims.t_interval(z_means)
+    assert math.isclose(row["mean"], math.tanh(mean)) and math.isclose(row.high, math.tanh(high))
+    assert -1 < row.low < row.high < 1 and row.basis == "t over 3 family means of Fisher z"
+    assert claims.t_interval([sum(vs) / 3 for vs in by_family.values()])[2] > 1     # the plain t interval leaves [-1, 1]
+
+
+def test_seeds_given_as_text_name_the_papermill_fix():
+    with pytest.raises(ClaimError, match=r"SEEDS is the text '\[0, 1\]', not a list.*-y 'SEEDS"):
+        claims.replicates("tiny", [], "[0, 1]")

@@ -10,6 +10,8 @@ import torch.multiprocessing as mp
 
 from kit.data import load_split
 
+pytestmark = pytest.mark.slow      # make test-fast skips it
+
 FORGET = list(load_split("forget01"))[:6]
 RETAIN = list(load_split("retain99"))[:7]      # uneven shards on purpose (4 + 3)
 

@@ -40,9 +40,9 @@ def test_g_effect_equals_dense_gradient_products(random_model, tiny_tokenizer):
     g_l = _dense_grad(random_model, lambda: geffect._objective_backward(
         random_model, "ga", FORGET, None, tiny_tokenizer, None, {}, 4, "auto", 512))
     from kit.data import QADataset
-    g_u = _dense_grad(random_model, lambda: geffect._risk_backward(
+    g_u = _dense_grad(random_model, lambda: geffect.risk_backward(
         random_model, QADataset(FORGET, tiny_tokenizer), tiny_tokenizer, 3))
-    g_r = _dense_grad(random_model, lambda: geffect._risk_backward(
+    g_r = _dense_grad(random_model, lambda: geffect.risk_backward(
         random_model, QADataset(RETAIN, tiny_tokenizer), tiny_tokenizer, 5))
     e_u = sum(float((g_u[n] * g_l[n]).sum()) for n in g_l)
     e_r = sum(float((g_r[n] * g_l[n]).sum()) for n in g_l)
@@ -89,12 +89,12 @@ def test_tied_embeddings_are_split_into_embed_lm_and_cross_terms(tiny_tokenizer)
     df = geffect.g_effect(model, tiny_tokenizer, "ga", FORGET, RETAIN)
     assert {"embed", "lm", "tied_cross"} <= set(df.group)
     assert model.lm_head.weight is model.model.embed_tokens.weight            # tie restored
-    g_u = _dense_grad(model, lambda: geffect._risk_backward(
+    g_u = _dense_grad(model, lambda: geffect.risk_backward(
         model, geffect.QADataset(FORGET, tiny_tokenizer), tiny_tokenizer, 6))
     total = df[(df.component == "total") & (df.group == "total")].iloc[0]
     assert total.e_u == pytest.approx(-sum(float((g ** 2).sum()) for g in g_u.values()), rel=1e-4)
     with geffect.untied(model):                          # GA: embed = -|a|², lm = -|b|², cross = -2 a·b
-        g = _dense_grad(model, lambda: geffect._risk_backward(
+        g = _dense_grad(model, lambda: geffect.risk_backward(
             model, geffect.QADataset(FORGET, tiny_tokenizer), tiny_tokenizer, 6))
         a, b = g["model.embed_tokens.weight"], g["lm_head.weight"]
     by = df[df.component == "total"].set_index("group").e_u

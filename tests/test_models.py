@@ -41,6 +41,7 @@ def test_missing_smollm2_wheel_says_how_to_install(monkeypatch):
         models.smollm2_gguf()
 
 
+@pytest.mark.slow
 def test_build_is_cached_by_recipe_hash_and_safe_under_concurrency(cache):
     errors = []
 
@@ -85,6 +86,7 @@ def test_generation_is_batched_and_padding_invariant(random_model, tiny_tokenize
     assert batched == single
 
 
+@pytest.mark.slow
 def test_family_build_runs_workers_in_parallel_processes(cache):
     folders = models.build_tiny_family(MICRO, progress=False, workers=2)
     assert list(folders) == list(models.TINY_VARIANTS)
@@ -129,6 +131,7 @@ def test_bad_tiny_seeds_are_clear_errors(monkeypatch):
         load_model("smollm2-135m", seed=1)
 
 
+@pytest.mark.slow
 def test_families_build_independent_models(cache):
     a = models.build_tiny("retain99", MICRO.for_seed(0), progress=False)
     b = models.build_tiny("retain99", MICRO.for_seed(1), progress=False)

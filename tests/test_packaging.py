@@ -10,10 +10,13 @@ from kit.paths import NOTEBOOKS_DIR, ROOT
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    wanted = set(project["dependencies"]) | set(extras["dev"]) | set(extras["lab"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert set(pip) - {"-e ."} == wanted
+    # the setup recipe installs torch's exact CPU build, inside the library's range
+    assert "torch>=2.13,<2.14" in wanted and "torch==2.13.0" in pip and "torch==2.13.0" in (ROOT / "Makefile").read_text()
+    assert set(pip) - {"-e .", "torch==2.13.0"} == wanted - {"torch>=2.13,<2.14"}
     assert "-e ." in pip
 
 

@@ -4,7 +4,8 @@ import pytest
 
 from kit import probes
 from kit.data import load_split
-from kit.unlearn import UnlearnConfig, unlearn
+from kit.rundir import RunDirError
+from kit.unlearning import UnlearnConfig, unlearn
 
 FORGET = list(load_split("forget01"))[:8]
 RETAIN = list(load_split("retain99"))[:8]
@@ -43,10 +44,10 @@ def test_missing_checkpoint_is_a_clear_error(random_model, tiny_tokenizer, tmp_p
     unlearn(random_model, tiny_tokenizer, FORGET, config=config, run_dir=tmp_path / "run")
     weights = tmp_path / "run" / "checkpoint-1" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])                 # half-written: detected, not loaded
-    with pytest.raises(probes.geffect.GEffectError, match="checkpoint-1 is corrupt and was not loaded"):
+    with pytest.raises(RunDirError, match="checkpoint-1 is corrupt and was not loaded"):
         probes.g_effect_over_run(tmp_path / "run", tiny_tokenizer, FORGET, RETAIN)
     weights.unlink()
-    with pytest.raises(probes.geffect.GEffectError, match="checkpoint-1 has no model.safetensors"):
+    with pytest.raises(RunDirError, match="checkpoint-1 has no model.safetensors"):
         probes.g_effect_over_run(tmp_path / "run", tiny_tokenizer, FORGET, RETAIN)
 
 

@@ -40,6 +40,7 @@ def _probe(folder):
     nbformat.write(nb, folder / "04_ga_and_wga.ipynb")
 
 
+@pytest.mark.slow
 def test_units_resume_and_findings_are_written_from_every_row(tmp_path, monkeypatch):
     _probe(tmp_path)
     monkeypatch.setattr(replicate, "NOTEBOOKS_DIR", tmp_path)
@@ -63,6 +64,7 @@ def test_units_resume_and_findings_are_written_from_every_row(tmp_path, monkeypa
     assert len(pd.read_csv(tmp_path / "replicates.csv")) == 6
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_bad_arguments():
     run = subprocess.run([sys.executable, "-m", "kit", "replicate", "--families", "a,b"], capture_output=True, text=True)
     assert run.returncode == 2 and "comma-separated whole numbers" in run.stderr

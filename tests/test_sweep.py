@@ -63,6 +63,7 @@ def test_unknown_parameter_is_refused_before_anything_runs(tmp_path):
     assert cli.returncode == 2 and "has no parameter 'Y'" in cli.stderr
 
 
+@pytest.mark.slow
 def test_sweep_is_resumable_atomic_and_isolates_failures(tmp_path):
     nb, out = _probe_notebook(tmp_path), tmp_path / "out"
     grid = {"X": [2, 3], "WORD": ["ok", "boom"]}
@@ -92,20 +93,22 @@ def test_sweep_is_resumable_atomic_and_isolates_failures(tmp_path):
     assert len(again.table) == 4
 
 
+@pytest.mark.slow
 def test_a_numbered_notebook_sweeps(tmp_path):
     """A real notebook, two values at a time, through the command line (relative --out: the kernels
     run in the notebook's folder, the outputs must still land in the run folders)."""
     out = tmp_path / "quick"
     cli = subprocess.run([sys.executable, "-m", "kit", "sweep", str(ROOT / "notebooks/00_quickstart.ipynb"),
-                          "-p", "MAX_ITEMS", "20,40", "-p", "N_SHOW", "1", "--jobs", "2", "--out", "quick"],
+                          "-p", "EPOCHS", "1,2", "-p", "OBJECTIVES", "[ga]", "-p", "N_BOOT", "50", "--jobs", "2",
+                          "--out", "quick"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     said = cli.stdout + cli.stderr
     table = pd.read_csv(out / "summary.csv")
-    assert sorted(table.MAX_ITEMS) == [20, 40] and (table.status == "done").all(), said
-    assert table["forget_nll"].notna().all(), table.to_string()
+    assert sorted(table.EPOCHS) == [1, 2] and (table.status == "done").all(), said
+    assert (table["e_u_start.ga"] < 0).all(), table.to_string()         # GA's e_u = -||grad R_u||^2
     assert "2 done, 0 skipped" in cli.stdout, said
-    assert len(list(out.glob("*/figures/default/00_quickstart_knowledge.png"))) == 2
+    assert len(list(out.glob("*/figures/default/00_quickstart.png"))) == 2
     assert len(list(out.glob("*/runs/default/results/00_quickstart.json"))) == 2
 
 

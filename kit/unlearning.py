@@ -12,9 +12,6 @@ everything it finished. A non-finite loss stops the run with an error naming the
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,9 +21,10 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from kit import objectives
+from kit import objectives, rundir
 from kit.data import Collator, ForgetRetainDataset
 from kit.evaluation import answer_scores
+from kit.rundir import read_manifest  # noqa: F401 (where callers have found it)
 from kit.train import FinetuneConfig, training_args
 
 DEFAULT_LR = {"tiny": 1e-3, "smollm2-135m": 1e-5, "phi-1.5": 2e-5, "llama-2-7b": 1e-5}
@@ -82,27 +80,6 @@ class UnlearnConfig:
                               max_length=self.max_length, template=self.template, seed=self.seed)
 
 
-def _atomic_save(model, folder: Path) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
-def _main_process() -> bool:
-    """Rank 0 under torchrun / accelerate launch (RANK is set before the process group exists)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _write_json(path: Path, obj) -> None:
-    if not _main_process():
-        return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 class _Recorder(TrainerCallback):
     """Saves checkpoints every `save_every` steps (and at the end) and collects the loss history."""
 
@@ -114,10 +91,9 @@ class _Recorder(TrainerCallback):
     def save(self, model, step: int) -> None:
         if self.run_dir is None or step in self.manifest["steps"]:
             return
-        if _main_process():              # under DDP every rank holds the same weights; one writes
-            _atomic_save(model, self.run_dir / f"checkpoint-{step}")
+        rundir.save_checkpoint(model, self.run_dir, step)
         self.manifest["steps"].append(step)
-        _write_json(self.run_dir / "manifest.json", self.manifest)
+        rundir.write_manifest(self.run_dir, self.manifest)
 
     def on_step_end(self, args, state, control, model=None, **kw):
         self.history.append({"step": state.global_step, **self.last})
@@ -128,7 +104,7 @@ class _Recorder(TrainerCallback):
         self.save(model, state.global_step)
         self.manifest["finished"] = True
         if self.run_dir is not None:
-            _write_json(self.run_dir / "manifest.json", self.manifest)
+            rundir.write_manifest(self.run_dir, self.manifest)
 
 
 class UnlearnTrainer(Trainer):
@@ -144,9 +120,7 @@ class UnlearnTrainer(Trainer):
         try:
             out = objectives.compute(c.objective, model, inputs, ref=self.ref, regularizer=c.regularizer,
                                      reg_weight=c.reg_weight, **c.hparams)
-        except objectives.ObjectiveError as err:
-            if "non-finite" not in str(err):
-                raise
+        except objectives.NonFiniteLoss as err:
             saved = self.recorder.manifest["steps"]
             kept = f"checkpoint-{saved[-1]}" if saved and self.recorder.run_dir else "nothing (no run_dir)"
             raise UnlearnError(f"Unlearning stopped at optimizer step {step}: {err} "
@@ -257,7 +231,7 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
         ref = objectives.make_reference(model)
     needs_retain = config.regularizer != "none"
     data = ForgetRetainDataset(forget, retain if needs_retain else None, tokenizer, config.template,
-                               config.max_length, with_idk=config.objective in ("po", "idkdpo"),
+                               config.max_length, with_idk=objectives.needs_idk(config.objective),
                                seed=config.seed)
     run_dir = Path(run_dir) if run_dir is not None else None
     manifest = {"objective": config.objective, "config": asdict(config), "model": model_id,
@@ -265,8 +239,7 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
                 "mask": None if mask is None else {"method": mask.method, "ratio": mask.ratio, "scope": mask.scope,
                                                    "selected": mask.n_selected, "eligible": mask.n_eligible}}
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "manifest.json", manifest)
+        rundir.write_manifest(run_dir, manifest)
     recorder = _Recorder(run_dir, manifest, config.save_every)
     recorder.save(model, 0)
     masked = MaskedUpdates(model, mask) if mask is not None else None
@@ -284,12 +257,3 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
     return Run(model.eval(), run_dir, pd.DataFrame(recorder.history), manifest)
 
 
-def read_manifest(run_dir: str | Path) -> dict:
-    """The manifest of a run directory, with a clear error when it is missing or half-written."""
-    path = Path(run_dir) / "manifest.json"
-    if not path.exists():
-        raise UnlearnError(f"{run_dir} is not a run directory (no manifest.json); pass the run_dir given to unlearn().")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise UnlearnError(f"{path} is corrupt (not valid JSON); rerun the unlearning into a new run_dir.") from None

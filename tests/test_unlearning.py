@@ -7,7 +7,8 @@ import torch
 from kit import objectives
 from kit.data import load_split
 from kit.evaluation import answer_scores
-from kit.unlearn import UnlearnConfig, UnlearnError, read_manifest, unlearn
+from kit.rundir import RunDirError, read_manifest
+from kit.unlearning import UnlearnConfig, UnlearnError, unlearn
 
 FORGET = list(load_split("forget01"))[:8]
 RETAIN = list(load_split("retain99"))[:8]
@@ -25,6 +26,7 @@ def test_ga_run_raises_forget_nll_and_writes_checkpoints(random_model, tiny_toke
     assert answer_scores(random_model, tiny_tokenizer, FORGET)["nll"].mean() > before
     manifest = read_manifest(tmp_path / "run")
     assert manifest["steps"] == [0, 2, 4] and manifest["finished"] and manifest["model"] == "random"
+    assert manifest["format"] == 1
     assert all((tmp_path / "run" / f"checkpoint-{s}" / "model.safetensors").exists() for s in manifest["steps"])
     assert list(run.history["step"]) == [1, 2, 3, 4] and "forget_loss" in run.history
 
@@ -72,16 +74,22 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(rando
 def test_bad_inputs(random_model, tiny_tokenizer, tmp_path):
     with pytest.raises(objectives.ObjectiveError, match="Unknown objective"):
         unlearn(random_model, tiny_tokenizer, FORGET, config=_config(objective="nope"))
-    with pytest.raises(UnlearnError, match="not a run directory"):
+    with pytest.raises(RunDirError, match="not a run directory"):
         read_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text("{half")
-    with pytest.raises(UnlearnError, match="corrupt"):
+    with pytest.raises(RunDirError, match="corrupt"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 99, "objective": "ga"}))
+    with pytest.raises(RunDirError, match="has format 99; this kit reads format 1"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"objective": "ga"}))
+    with pytest.raises(RunDirError, match="lacks config, steps, finished"):
         read_manifest(tmp_path)
     json.dumps(_config().train_config().as_dict())
 
 
 def test_track_splits_scores_every_step(random_model, tiny_tokenizer):
-    from kit.unlearn import TrackSplits
+    from kit.unlearning import TrackSplits
     track = TrackSplits(tiny_tokenizer, {"forget": FORGET, "retain": RETAIN}, every=1)
     unlearn(random_model, tiny_tokenizer, FORGET, config=_config(save_every=0), callbacks=[track])
     df = track.frame()

@@ -1,0 +1,94 @@
+"""A scenario: what a run unlearns, what it must keep, and what it is evaluated on, in one call.
+
+Two sources ship with the kit:
+- `builtin`: the fictitious authors. A forget split `forgetNN` comes with its retain split
+  `retain(100-NN)` and, for `tiny`, a retain model of the same family that never saw the
+  forgotten authors (TOFU's reference for forget quality).
+- `real`: real knowledge for pretrained models (`smollm2-135m`, any Hugging Face model): questions
+  about a few famous authors to forget, other authors and world facts to keep. A model can only
+  forget what it knew, so the forget and retain items are filtered by `kit.keep_known` (the
+  greedy answer, with the evaluation's template and token budget, contains the item's fact), and
+  the counts kept are reported. There is no retain model, so no forget quality.
+
+`load_scenario` is the one path from a model and a forget split to these record lists; the
+quickstart and the TOFU notebooks use it, so the known-filter cannot be forgotten in one place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from kit.data import DataError, load_split
+from kit.evaluation import keep_known
+from kit.tofu import tofu_splits
+
+KNOWN_FILTERED = ("forget", "retain")   # roles that must be knowledge the model had
+
+
+@dataclass
+class Scenario:
+    model: str                      # the model's name (cache key of its known-filter)
+    source: str                     # builtin, real, locuslab/TOFU or a folder
+    forget_split: str
+    forget: list[dict]              # the records unlearned
+    retain: list[dict]              # the records a retain regulariser (and e_r) uses
+    splits: dict[str, list[dict]]   # evaluation roles for kit.evaluate (forget, retain, real_authors, ...)
+    reference: str | None           # tiny variant trained without the forget split ("retain99"), else None
+    counts: pd.DataFrame            # per role: candidates and kept items
+
+    def describe(self) -> str:
+        kept = "; ".join(f"{r.role} {r.kept}/{r.candidates}" for r in self.counts.itertuples())
+        ref = f"reference: the {self.reference} model" if self.reference else "no retain model (no forget quality)"
+        return (f"{self.model} on {self.source}/{self.forget_split}: {len(self.forget)} forget and "
+                f"{len(self.retain)} retain records to unlearn with; evaluation items kept {kept}; {ref}")
+
+
+def retain_split_of(forget: str) -> str:
+    """The retain split that goes with a forget split: forget01 -> retain99, forget -> retain."""
+    return f"retain{100 - int(forget[6:]):02d}" if forget.startswith("forget") and forget[6:].isdigit() else "retain"
+
+
+def load_scenario(model, tokenizer, model_name: str, forget: str = "forget01", source: str = "builtin", *,
+                  retain_items: int = 0, max_items: int = 0, known_only: bool | None = None) -> Scenario:
+    """The records of one unlearning scenario.
+
+    Args:
+        model_name: the model's name ("tiny", "smollm2-135m", an HF id); decides the reference
+            model and keys the cached known-filter.
+        forget: the forget split ("forget01/05/10" on builtin, "forget" on real).
+        retain_items: keep only the first n retain records for unlearning (0: all).
+        max_items: evaluate at most n items of each role other than forget (0: all).
+        known_only: filter forget and retain by `keep_known` (default: on for source "real").
+    Returns:
+        Scenario; `describe()` says what was kept.
+    """
+    known_only = source == "real" if known_only is None else known_only
+    try:
+        forget_records = list(load_split(forget, source))
+        retain_records = list(load_split(retain_split_of(forget), source))
+    except DataError as err:
+        raise DataError(f"{err} (load_scenario needs a forget split and its retain split, e.g. "
+                        f"forget01 / retain99 on builtin, forget / retain on real).") from None
+    splits = tofu_splits(forget, source)
+    counts = []
+    for role, records in list(splits.items()):
+        if role != "forget" and max_items:
+            records = records[:max_items]
+        n = len(records)
+        if known_only and role in KNOWN_FILTERED:
+            records = keep_known(model, tokenizer, records, cache_key=model_name)
+        splits[role] = records
+        counts.append({"role": role, "candidates": n, "kept": len(records)})
+    if known_only:
+        for records, role in ((forget_records, "forget"), (retain_records, "retain")):
+            asked = {r["question"] for r in splits[role]}
+            records[:] = [r for r in records if r["question"] in asked]
+        if not forget_records:
+            raise DataError(f"{model_name} answers none of the {forget!r} questions of source {source!r} correctly: "
+                            "there is nothing to unlearn. Use a model that knows them, or known_only=False.")
+    if retain_items:
+        retain_records = retain_records[:retain_items]
+    reference = retain_split_of(forget) if model_name == "tiny" and source == "builtin" else None
+    return Scenario(model_name, source, forget, forget_records, retain_records, splits, reference,
+                    pd.DataFrame(counts))

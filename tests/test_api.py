@@ -1,0 +1,91 @@
+"""The public surface: every name the package exports means one thing, and works however it is reached."""
+import importlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import kit
+from kit import forward
+from kit.data import load_split
+from kit.evaluation import generate_answers, score_pairs
+
+FORGET = list(load_split("forget01"))[:4]
+
+
+def test_no_public_name_is_both_a_function_and_a_module():
+    for name in kit.__all__:
+        obj = getattr(kit, name)
+        assert importlib.util.find_spec(f"kit.{name}") is None or obj.__class__.__name__ == "module", name
+
+
+@pytest.mark.parametrize("first", ["import kit.unlearning", "from kit import UnlearnConfig"])
+@pytest.mark.slow
+def test_unlearn_is_callable_however_the_package_was_imported(first):
+    code = (f"{first}\nimport kit\nimport kit.unlearning\nfrom kit import UnlearnConfig\n"
+            "assert callable(kit.unlearn) and kit.unlearn is kit.unlearning.unlearn, kit.unlearn\n"
+            "for name in kit.__all__:\n    getattr(kit, name)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_unlearn_runs_twice_in_one_process(random_model, tiny_tokenizer):
+    importlib.import_module("kit.unlearning")            # binding the module must not shadow the function
+    config = kit.UnlearnConfig(objective="ga", epochs=1, lr=1e-3, batch_size=4, save_every=0)
+    for _ in range(2):
+        run = kit.unlearn(random_model, tiny_tokenizer, FORGET, config=config)
+        assert list(run.history["step"]) == [1]
+
+
+@pytest.mark.slow
+def test_every_module_resolves_without_a_prior_import():
+    code = "import kit\nfor name in kit._MODULES:\n    assert getattr(kit, name).__name__ == f'kit.{name}', name\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+class _OldCacheName(torch.nn.Module):
+    """A model whose forward still takes `past_key_values` (transformers before 5.24, custom code)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                logits_to_keep=0):
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         **forward.cached(self.inner, past_key_values), use_cache=use_cache,
+                         logits_to_keep=logits_to_keep)
+        return {"logits": out.logits, "past_key_values": forward.cache_of(out)} if use_cache else {"logits": out.logits}
+
+
+def test_cache_keyword_follows_the_models_forward(random_model):
+    new = "cache" if "cache" in forward._parameters(random_model) else "past_key_values"
+    assert list(forward.cached(random_model, None)) == [new]
+    assert list(forward.cached(_OldCacheName(random_model), None)) == ["past_key_values"]
+
+
+def test_cached_scoring_and_generation_raise_no_deprecation_warning(random_model, tiny_tokenizer, recwarn):
+    questions = [r["question"] for r in FORGET] * 2           # repeated prompts take the cached path
+    score_pairs(random_model, tiny_tokenizer, questions, [r["answer"] for r in FORGET] * 2, share_prompts=True)
+    generate_answers(random_model, tiny_tokenizer, questions, max_new_tokens=4)
+    assert not [w for w in recwarn if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+
+
+def test_library_calls_leave_the_callers_model_and_backend_alone(random_model, tiny_tokenizer, tmp_path):
+    import matplotlib
+    import pandas as pd
+
+    from kit import attribution, geffect, sweep
+    backend = matplotlib.get_backend()
+    for p in random_model.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    random_model.train()
+    geffect.g_effect(random_model, tiny_tokenizer, "ga", FORGET, FORGET)
+    geffect.pg_effect(random_model, tiny_tokenizer, "ga", FORGET[:2], FORGET)
+    attribution.scores("wagle", random_model, tiny_tokenizer, FORGET, FORGET)
+    assert random_model.training and all(torch.all(p.grad == 7.0) for p in random_model.parameters())
+    table = pd.DataFrame({"run": ["a", "b"], "status": ["done", "done"], "X": [1, 2], "y": [0.1, 0.2]})
+    sweep._figure(table, ["X"], tmp_path / "summary.png")
+    assert matplotlib.get_backend() == backend and (tmp_path / "summary.png").stat().st_size > 1000

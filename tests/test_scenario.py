@@ -1,0 +1,41 @@
+"""kit.load_scenario: the one path from a model and a forget split to the records of a run."""
+import pytest
+
+import kit
+from kit import scenario
+from kit.data import DataError
+
+
+def test_builtin_scenario_pairs_forget_with_its_retain_split_and_reference(random_model, tiny_tokenizer):
+    sc = kit.load_scenario(random_model, tiny_tokenizer, "tiny", "forget05", retain_items=10, max_items=7)
+    assert len(sc.forget) == 100 and len(sc.retain) == 10 and sc.reference == "retain95"
+    assert {"forget", "retain", "real_authors", "world_facts", "holdout"} <= set(sc.splits)
+    assert len(sc.splits["forget"]) == 100 and all(len(sc.splits[r]) == 7 for r in ("retain", "world_facts"))
+    assert (sc.counts.kept == sc.counts.candidates).all()                              # no filter on builtin
+    assert "100 forget" in sc.describe() and "retain95" in sc.describe()
+    assert kit.load_scenario(random_model, tiny_tokenizer, "other-model", "forget01").reference is None
+
+
+def test_real_scenario_keeps_only_known_items_everywhere(random_model, tiny_tokenizer, cache, monkeypatch):
+    def knows_every_other(model, tok, records, **kw):
+        return list(records)[::2]
+    monkeypatch.setattr(scenario, "keep_known", knows_every_other)
+    sc = kit.load_scenario(random_model, tiny_tokenizer, "m", "forget", "real")
+    forget_q = {r["question"] for r in sc.forget}
+    assert forget_q == {r["question"] for r in sc.splits["forget"]} and len(sc.forget) < 18
+    assert {r["question"] for r in sc.retain} == {r["question"] for r in sc.splits["retain"]}
+    counts = sc.counts.set_index("role")
+    assert counts.loc["forget", "kept"] == len(sc.forget) and counts.loc["forget", "candidates"] == 18
+    assert counts.loc["world_facts", "kept"] == counts.loc["world_facts", "candidates"]    # utility: not filtered
+    assert sc.reference is None
+
+
+def test_a_model_that_knows_nothing_is_told_so(random_model, tiny_tokenizer, cache, monkeypatch):
+    monkeypatch.setattr(scenario, "keep_known", lambda model, tok, records, **kw: [])
+    with pytest.raises(DataError, match="answers none of the 'forget' questions"):
+        kit.load_scenario(random_model, tiny_tokenizer, "m", "forget", "real")
+
+
+def test_unknown_forget_split_names_the_fix(random_model, tiny_tokenizer):
+    with pytest.raises(DataError, match="forget01 / retain99"):
+        kit.load_scenario(random_model, tiny_tokenizer, "tiny", "forget07")
