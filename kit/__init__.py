@@ -13,15 +13,15 @@ __version__ = "0.1.0"
 
 _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["DataError", "ForgetRetainDataset", "QADataset", "list_splits", "load_split"], "kit.data"),
-    **dict.fromkeys(["answer_scores", "generate_answers", "keep_known", "knowledge_table", "matched_forgetting",
-                     "score_pairs"], "kit.evaluation"),
+    **dict.fromkeys(["answer_scores", "generate_answers", "knowledge_table", "matched_forgetting", "score_pairs"],
+                    "kit.evaluation"),
     **dict.fromkeys(["ModelError", "build_tiny", "build_tiny_family", "count_parameters", "each_replicate",
                      "load_model"], "kit.models"),
     **dict.fromkeys(["environment_report", "nll_axes", "record"], "kit.report"),
     **dict.fromkeys(["FinetuneConfig", "finetune"], "kit.train"),
     **dict.fromkeys(["TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn"], "kit.unlearning"),
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
-    **dict.fromkeys(["Scenario", "load_scenario"], "kit.scenario"),
+    **dict.fromkeys(["Scenario", "keep_known", "load_scenario"], "kit.scenario"),
 }
 _MODULES = ("attribution", "authors", "claims", "data", "evaluation", "explore", "facts", "geffect",
             "gradstream", "groups", "mia", "models", "objectives", "paths", "probes", "processes",

@@ -295,42 +295,6 @@ def knowledge_table(model, tokenizer, splits: dict, generate: bool = True, max_i
     return pd.DataFrame(rows)
 
 
-def keep_known(model, tokenizer, records, max_new_tokens: int | None = None, batch_size: int = 16,
-               cache_key: str | None = None) -> list[dict]:
-    """The items a model already answers correctly: its greedy answer contains the item's `fact`.
-
-    "Answers" means what the evaluation reads: the greedy answer under the model's template
-    ("auto") within the token budget of kit.tofu's ROUGE-L (kit.tofu.ANSWER_TOKENS, the default).
-
-    The real-knowledge scenario (source "real") keeps only these before unlearning, so that
-    forgetting is measured on knowledge the model actually had.
-
-    Args:
-        cache_key: when given (e.g. the model name), the verdicts are cached in the kit cache,
-            keyed by it and the questions, so the generation runs once per model.
-    """
-    import hashlib
-    import json
-
-    from kit.paths import cache_dir, write_atomic
-    from kit.tofu import ANSWER_TOKENS
-    max_new_tokens = max_new_tokens or ANSWER_TOKENS
-    records = list(records)
-    questions = [r["question"] for r in records]
-    path = None
-    if cache_key:
-        digest = hashlib.sha256(json.dumps([cache_key, questions, max_new_tokens]).encode()).hexdigest()[:12]
-        path = cache_dir() / "known" / f"{cache_key.replace('/', '--')}-{digest}.json"
-        if path.exists():
-            return [r for r, ok in zip(records, json.loads(path.read_text())) if ok]
-    answers = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    verdicts = [r["fact"].lower() in a.lower() for r, a in zip(records, answers)]
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(verdicts))
-    return [r for r, ok in zip(records, verdicts) if ok]
-
-
 def matched_forgetting(losses: pd.DataFrame, by: str = "objective", levels: int = 4) -> pd.DataFrame:
     """Retain NLL of each run at the same forget NLL: the fair way to compare unlearning runs.
 

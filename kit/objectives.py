@@ -13,7 +13,7 @@ this form and return no token weights.
 
 Signature (one for all): `fn(model, batch, ref=None, **hparams) -> Output`, where `batch` holds
 padded sub-batches `forget`, and where needed `retain`, `idk` (kit.data.ForgetRetainDataset)
-and `ref` is the frozen original model. Losses are minimised. Formulas: ../shared/docs/methods.md.
+and `ref` is the frozen original model. Losses are minimised. Formulas: docs/methods.md.
 """
 from __future__ import annotations
 

@@ -37,8 +37,12 @@ def write_atomic(path: str | Path, text: str) -> Path:
 
 
 def _output_root() -> Path:
+    """$KIT_OUTPUT_DIR inside a sweep; else the source checkout (where the notebooks live), or the
+    working directory when the kit is installed as a package (never into site-packages)."""
     env = os.environ.get(OUTPUT_ENV)
-    return Path(env) if env else ROOT
+    if env:
+        return Path(env)
+    return ROOT if (ROOT / "pyproject.toml").exists() else Path.cwd()
 
 
 def cache_dir() -> Path:

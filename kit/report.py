@@ -5,16 +5,22 @@ import platform
 
 
 def environment_report() -> dict:
-    """Versions of the kit and its main libraries, the device and the CPU threads in use."""
+    """Versions of the kit and its main libraries, the device, the CPU threads in use, the model
+    cache, and (inside a sweep, where `$KIT_OUTPUT_DIR` redirects them) where outputs go."""
+    import os
+
     import torch
     import transformers
 
     import kit
-    from kit.paths import cache_dir
+    from kit.paths import OUTPUT_ENV, cache_dir
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return {"kit": kit.__version__, "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "device": device, "threads": torch.get_num_threads(), "cache": str(cache_dir())}
+    report = {"kit": kit.__version__, "python": platform.python_version(),
+              "torch": torch.__version__, "transformers": transformers.__version__,
+              "device": device, "threads": torch.get_num_threads(), "cache": str(cache_dir())}
+    if os.environ.get(OUTPUT_ENV):
+        report["outputs"] = f"{os.environ[OUTPUT_ENV]} (${OUTPUT_ENV}, set by kit sweep)"
+    return report
 
 
 def record(notebook: str, run_tag: str = "default", **numbers) -> dict:

@@ -1,6 +1,6 @@
 """TOFU evaluation: the field's numbers, from a model or from TOFU's own evaluation logs.
 
-Per item (Maini et al., 2024; formulas in the kit's methods reference):
+Per item (Maini et al., 2024; formulas in docs/methods.md):
 - Prob: exp(-mean answer NLL); on real authors / world facts normalised against the perturbed
   answers, P_true / (P_true + sum P_perturbed).
 - Truth ratio R = P_pert / P_true-side, with P = exp(-mean token NLL) and P_pert the geometric

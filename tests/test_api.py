@@ -89,3 +89,56 @@ def test_library_calls_leave_the_callers_model_and_backend_alone(random_model, t
     table = pd.DataFrame({"run": ["a", "b"], "status": ["done", "done"], "X": [1, 2], "y": [0.1, 0.2]})
     sweep._figure(table, ["X"], tmp_path / "summary.png")
     assert matplotlib.get_backend() == backend and (tmp_path / "summary.png").stat().st_size > 1000
+
+
+LAYERS = [["paths", "authors", "facts", "groups", "processes", "mia"], ["data"], ["forward", "train"],
+          ["objectives", "gradstream", "evaluation", "rundir", "report"], ["tofu", "geffect", "models"],
+          ["unlearning", "attribution", "scenario", "claims"], ["probes", "explore"], ["sweep", "replicate"]]
+
+
+def _imports():
+    """{module: kit modules it imports anywhere in its file (top level or inside functions)}."""
+    import ast
+    from pathlib import Path
+    folder = Path(kit.__file__).parent
+    out = {}
+    for path in sorted(folder.glob("*.py")):
+        if path.stem.startswith("__"):
+            continue
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "kit":
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kit."):
+                deps.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("kit.")}
+        out[path.stem] = deps - {path.stem}
+    return out
+
+
+def test_the_import_graph_follows_the_layers_of_docs_architecture():
+    graph = _imports()
+    layer = {m: i for i, names in enumerate(LAYERS) for m in names}
+    assert set(graph) == set(layer), "a new module needs a layer here and in docs/architecture.md"
+    upward = [(m, d, layer[m], layer[d]) for m, deps in graph.items() for d in deps if layer[d] > layer[m]]
+    assert not upward, upward
+    for i, names in enumerate(LAYERS):                      # within a layer: no cycles
+        seen, order = set(), []
+
+        def visit(m, path=()):
+            assert m not in path, f"import cycle {path + (m,)}"
+            for d in graph[m]:
+                if layer[d] == i:
+                    visit(d, path + (m,))
+        for m in names:
+            visit(m)
+
+
+def test_outputs_never_go_into_an_installed_package(tmp_path, monkeypatch):
+    from kit import paths
+    monkeypatch.delenv(paths.OUTPUT_ENV, raising=False)
+    assert paths.figures_dir("t").parent.parent == paths.ROOT               # a source checkout
+    monkeypatch.setattr(paths, "ROOT", tmp_path / "site-packages")           # an installed package
+    monkeypatch.chdir(tmp_path)
+    assert paths.runs_dir("t") == tmp_path / "runs" / "t"
