@@ -23,8 +23,8 @@ _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
     **dict.fromkeys(["Scenario", "keep_known", "load_scenario"], "kit.scenario"),
 }
-_MODULES = ("attribution", "authors", "claims", "data", "evaluation", "explore", "facts", "geffect",
-            "gradstream", "groups", "mia", "models", "objectives", "paths", "probes", "processes",
+_MODULES = ("attribution", "authors", "claims", "data", "distributed", "evaluation", "explore", "facts",
+            "forward", "geffect", "gradstream", "groups", "mia", "models", "objectives", "paths", "probes",
             "replicate", "report", "rundir", "scenario", "sweep", "tofu", "train", "unlearning")
 __all__ = sorted(_HOME) + list(_MODULES)
 assert not set(_HOME) & set(_MODULES), "a public name must mean one thing: a function or a module, not both"

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kit import gradstream, objectives, processes
+from kit import distributed, gradstream, objectives
 from kit.data import Collator, ForgetRetainDataset, QADataset
 from kit.forward import answer_logits, to_device
 from kit.groups import GroupError, group_order, ordered_groups, param_groups, tied, untied  # noqa: F401 (re-exported)
@@ -211,7 +211,7 @@ def g_effect(model, tokenizer, objective: str, forget, retain, *, hparams: dict 
 
 def _shards(probe: Probe) -> tuple[list, list, list, int]:
     """This process's share of forget, retain and the regulariser's data, and the world size."""
-    rank, world = processes.world()
+    rank, world = distributed.world()
     sets = (probe.forget, probe.retain, probe.reg_data)
     if world > 1:   # each process takes a shard; gradients of L are summed, then partial dots
         if min(map(len, sets)) < world:
@@ -294,21 +294,21 @@ def _probe(model, tokenizer, probe: Probe, keep_grad: bool = False):
     if ref is None and objectives.needs_reference(probe.objective, probe.regularizer):
         ref = objectives.make_reference(model)
     group_of, mask = _groups_of(model, probe.groups)
-    sharded = processes.sharded(model)
+    sharded = distributed.sharded(model)
     if sharded and (mask is not None or keep_grad or tied(model)):
         raise GEffectError("Under FSDP the probe supports parameter groups only: no weight-mask groups, no "
                            "stepping, no tied embeddings; probe an unsharded copy for those.")
-    reduce = (lambda grads: grads) if sharded else (lambda grads: processes.reduce_grads(model, grads, world))
+    reduce = (lambda grads: grads) if sharded else (lambda grads: distributed.reduce_grads(model, grads, world))
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)
-    with untied(model) as head_copy, (processes.summed_shard_gradients(model) if sharded else nullcontext()):
+    with untied(model) as head_copy, (distributed.summed_shard_gradients(model) if sharded else nullcontext()):
         refs, shared = _objective_gradients(model, tokenizer, probe, forget, reg_data, ref, reduce,
                                             share=probe.reuse_forward and not sharded)
         pairs = _pairs(model, group_of, refs, head_copy, mask)
         sums = _risk_dots(model, tokenizer, probe, pairs, forget, retain, shared, streaming=not sharded)
         if world > 1:
-            sums = processes.reduce_sums(sums, pairs)
+            sums = distributed.reduce_sums(sums, pairs)
         grad = _stepping_gradient(model, refs, head_copy) if keep_grad else None
     model.train(was_training)
     return _table(model, probe, refs, sums, group_of, mask), grad

@@ -41,7 +41,8 @@ class Output:
     per_example: torch.Tensor                # [B] forget loss per example (detached)
     token_weights: torch.Tensor | None = None    # [B, T-1] w_i on ∇log p_i (0 off the answer)
     seq_weights: torch.Tensor | None = None      # [B] NPO-style per-sequence weights
-    hparams: dict = field(default_factory=dict)
+    hparams: dict = field(default_factory=dict)      # the hyperparameters it ran with
+    losses: dict = field(default_factory=dict)       # compute(): forget_loss and, with a regulariser, retain_loss
 
 
 # ---------------------------------------------------------------- token log-probabilities
@@ -343,17 +344,19 @@ def compute(name: str, model, batch, ref=None, regularizer: str = "none", reg_we
             **hparams) -> Output:
     """Objective `name` plus `reg_weight` × a retain regulariser ("none", "nll" or "kl").
 
-    Returns the objective's Output with `loss` = forget loss + reg_weight × retain loss, and the
-    two parts in `hparams["forget_loss"]` / `hparams["retain_loss"]` (floats).
+    Returns the objective's Output with `loss` = forget loss + reg_weight × retain loss, the two
+    parts in `losses["forget_loss"]` / `losses["retain_loss"]` (floats) and the regulariser's
+    settings in `hparams`.
     """
     if regularizer not in REGULARIZERS:
         raise ObjectiveError(f"Unknown regularizer {regularizer!r}: use one of {', '.join(REGULARIZERS)}.")
     out = get(name)(model, batch, ref=ref, **hparams)
-    out.hparams = {**out.hparams, "forget_loss": out.loss.item()}
+    out.losses = {"forget_loss": out.loss.item()}
     if REGULARIZERS[regularizer] is not None:
         reg = REGULARIZERS[regularizer](model, batch, ref=ref)
         out.loss = out.loss + reg_weight * reg
-        out.hparams.update(regularizer=regularizer, reg_weight=reg_weight, retain_loss=reg.item())
+        out.hparams = {**out.hparams, "regularizer": regularizer, "reg_weight": reg_weight}
+        out.losses["retain_loss"] = reg.item()
     if not torch.isfinite(out.loss):
         raise NonFiniteLoss(f"Objective {name!r} produced a non-finite loss ({out.loss.item()}); "
                              "lower the learning rate or check the inputs.")

@@ -125,7 +125,7 @@ class UnlearnTrainer(Trainer):
             kept = f"checkpoint-{saved[-1]}" if saved and self.recorder.run_dir else "nothing (no run_dir)"
             raise UnlearnError(f"Unlearning stopped at optimizer step {step}: {err} "
                                f"Last good checkpoint kept: {kept}.") from None
-        self.recorder.last = {k: v for k, v in out.hparams.items() if k.endswith("_loss")}
+        self.recorder.last = dict(out.losses)
         return (out.loss, out) if return_outputs else out.loss
 
 

@@ -91,7 +91,7 @@ def test_library_calls_leave_the_callers_model_and_backend_alone(random_model, t
     assert matplotlib.get_backend() == backend and (tmp_path / "summary.png").stat().st_size > 1000
 
 
-LAYERS = [["paths", "authors", "facts", "groups", "processes", "mia"], ["data"], ["forward", "train"],
+LAYERS = [["paths", "authors", "facts", "groups", "distributed", "mia"], ["data"], ["forward", "train"],
           ["objectives", "gradstream", "evaluation", "rundir", "report"], ["tofu", "geffect", "models"],
           ["unlearning", "attribution", "scenario", "claims"], ["probes", "explore"], ["sweep", "replicate"]]
 
@@ -121,6 +121,7 @@ def test_the_import_graph_follows_the_layers_of_docs_architecture():
     graph = _imports()
     layer = {m: i for i, names in enumerate(LAYERS) for m in names}
     assert set(graph) == set(layer), "a new module needs a layer here and in docs/architecture.md"
+    assert set(graph) == set(kit._MODULES), "kit/__init__.py's _MODULES must list every module"
     upward = [(m, d, layer[m], layer[d]) for m, deps in graph.items() for d in deps if layer[d] > layer[m]]
     assert not upward, upward
     for i, names in enumerate(LAYERS):                      # within a layer: no cycles
@@ -142,3 +143,22 @@ def test_outputs_never_go_into_an_installed_package(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "ROOT", tmp_path / "site-packages")           # an installed package
     monkeypatch.chdir(tmp_path)
     assert paths.runs_dir("t") == tmp_path / "runs" / "t"
+
+
+def test_the_private_internals_the_kit_relies_on_still_exist():
+    """kit.train overrides Trainer._get_train_sampler (written for transformers 5.21-5.24) and
+    kit.distributed reads FSDP's _get_fsdp_state() param groups (written for torch 2.13). Neither has
+    a public equivalent; if an upgrade removes them, this test names what to port."""
+    import inspect as _inspect
+
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.fsdp._fully_shard import _fsdp_param_group
+    from transformers import Trainer
+    assert "train_dataset" in _inspect.signature(Trainer._get_train_sampler).parameters, \
+        "transformers changed Trainer._get_train_sampler: port kit.train._Trainer"
+    assert all(hasattr(FSDPModule, n) for n in ("_get_fsdp_state", "set_gradient_divide_factor",
+                                                "set_force_sum_reduction_for_comms")), \
+        "torch changed FSDPModule: port kit.distributed.summed_shard_gradients"
+    source = _inspect.getsource(_fsdp_param_group.FSDPParamGroup)
+    assert "gradient_divide_factor" in source and "force_sum_reduction_for_comms" in source, \
+        "torch changed FSDPParamGroup: port kit.distributed.summed_shard_gradients"

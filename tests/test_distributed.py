@@ -27,7 +27,7 @@ def _model():
 
 
 def _effects(objective, hparams, regularizer, fsdp=False):
-    from kit import geffect, objectives, processes
+    from kit import distributed, geffect, objectives
     model, tok = _model()
     ref = objectives.make_reference(model)      # unsharded: forward only, on this process's items
     if fsdp:
@@ -35,7 +35,7 @@ def _effects(objective, hparams, regularizer, fsdp=False):
         for block in model.model.layers:
             fully_shard(block)
         fully_shard(model)
-        assert processes.sharded(model)            # each process holds a slice of every parameter
+        assert distributed.sharded(model)            # each process holds a slice of every parameter
     df = geffect.g_effect(model, tok, objective, FORGET, RETAIN, hparams=hparams, regularizer=regularizer, ref=ref,
                           batch_size=2)
     return df.to_dict("records")

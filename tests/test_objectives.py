@@ -127,7 +127,7 @@ def test_ga_raises_forget_nll_and_gd_adds_retain_nll(random_model, batch):
     nll = lambda: -obj.ga(random_model, batch).loss.item()   # noqa: E731  (ℓ = -GA loss)
     before = nll()
     out = obj.compute("ga", random_model, batch, regularizer="nll", reg_weight=0.5)
-    assert out.loss.item() == pytest.approx(out.hparams["forget_loss"] + 0.5 * out.hparams["retain_loss"], rel=1e-5)
+    assert out.loss.item() == pytest.approx(out.losses["forget_loss"] + 0.5 * out.losses["retain_loss"], rel=1e-5)
     torch.optim.SGD(random_model.parameters(), lr=1e-2).zero_grad()
     obj.ga(random_model, batch).loss.backward()
     torch.optim.SGD(random_model.parameters(), lr=1e-2).step()
