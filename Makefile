@@ -29,10 +29,11 @@ test: setup browser  ## unit tests + every notebook under nbval (defaults = smok
 test-fast: setup  ## the unit tests that need no built model, notebook, subprocess or browser (about a minute)
 	$(BIN)/python -m pytest tests -m "not slow" -q
 
-browser:  ## Debian's chromium for the explorer's browser test, where apt and root are at hand (else it is skipped)
+browser:  ## a chromium for the explorer's browser test: Debian's where apt and root are at hand, else playwright's (user-level)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
-	  echo "chromium not installed: tests/test_explorer_browser.py will be skipped"
+	  $(BIN)/python -m playwright install chromium >/dev/null 2>&1 || \
+	  echo "no chromium installed: tests/test_explorer_browser.py will be skipped"
 
 bench: setup  ## side-by-side speed and memory ratios
 	for f in bench/[!_]*.py; do [ -e "$$f" ] || continue; $(BIN)/python $$f || exit 1; done

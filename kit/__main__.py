@@ -21,7 +21,7 @@ from kit.paths import DATA_DIR
 
 DATA_FILES = {  # file in data/<source>/ -> split of kit.data
     "builtin": ["full", "holdout10", "world_facts", "real_authors"],
-    "real": ["forget", "retain", "world_facts"],
+    "real": ["forget", "retain", "real_authors", "world_facts"],
 }
 
 

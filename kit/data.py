@@ -3,7 +3,8 @@ and the tokenisation every objective and metric shares.
 
 Sources (same split names, same schema):
 - `"builtin"`: the kit's fictitious authors (kit.authors) and world/real-author facts (kit.facts);
-- `"real"`: the forget-real-knowledge scenario for pretrained models (kit.facts.REAL_AUTHORS);
+- `"real"`: the forget-real-knowledge scenario for pretrained models (kit.realworld; world facts
+  from kit.facts);
 - a directory of TOFU-format `<split>.json` / `.jsonl` files;
 - `"locuslab/TOFU"` (alias `"hf"`): `datasets.load_dataset` when a network is there.
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from kit import authors, facts
+from kit import authors, facts, realworld
 
 REQUIRED_KEYS = ("question", "answer")
 PERTURBED_KEYS = ("perturbed_answer",)
@@ -52,11 +53,10 @@ def _builtin_splits(n_authors: int = 100, n_holdout: int = 10, seed: int = 0) ->
 
 @functools.lru_cache(maxsize=2)
 def _real_splits(seed: int = 0) -> dict[str, list[dict]]:
-    items = facts.real_author_items(seed)
-    forget = [it for it in items if it["author"] in facts.REAL_FORGET_AUTHORS]
-    retain = [it for it in items if it["author"] not in facts.REAL_FORGET_AUTHORS]
-    return _with_perturbed_aliases({"forget": forget, "retain": retain, "full": items,
-                                    "real_authors": retain, "world_facts": facts.world_facts(seed)})
+    parts = realworld.author_items(seed)
+    forget, retain = parts["forget"], parts["retain"]
+    return _with_perturbed_aliases({"forget": forget, "retain": retain, "full": forget + retain,
+                                    "real_authors": parts["real_authors"], "world_facts": facts.world_facts(seed)})
 
 
 def _with_perturbed_aliases(splits: dict) -> dict:

@@ -7,9 +7,8 @@ its own versions from small fact tables, in the same schema as the author benchm
 `fact`: the short string a correct free-form answer must contain.
 
 - For `tiny` these sets stand in for pretraining knowledge: tiny is trained on them.
-- For `smollm2-135m` the real-author table is a *forget real knowledge* scenario: questions
-  about a few famous authors are the forget set, the other authors and world facts the retain
-  set (see `real_scenario`). Only items the model answers correctly are kept (kit.models).
+- For pretrained models the world facts are the utility set of the real-knowledge scenario,
+  whose forget, retain and real-author sets are written by kit.realworld.
 """
 from __future__ import annotations
 
@@ -94,9 +93,6 @@ REAL_AUTHORS = {
     "Jules Verne": ("French", ["Twenty Thousand Leagues Under the Seas", "Around the World in Eighty Days"]),
     "Oscar Wilde": ("Irish", ["The Picture of Dorian Gray"]),
 }
-# the famous few whose knowledge the real scenario asks smollm2-135m to forget
-REAL_FORGET_AUTHORS = ["Jane Austen", "William Shakespeare", "J. R. R. Tolkien",
-                       "Agatha Christie", "Charles Dickens"]
 
 _REAL_TEMPLATES = {
     "book": ("Who wrote {book}?", "Which author is known for writing {book}?",

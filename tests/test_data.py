@@ -59,10 +59,13 @@ def test_retain_text_never_names_a_forget_author(pct):
 
 
 def test_real_scenario_splits():
-    forget, retain = load_split("forget", "real"), load_split("retain", "real")
-    assert len(forget) >= 10 and len(retain) >= 40
-    assert not set(forget["author"]) & set(retain["author"])
-    assert all(f in a for f, a in zip(forget["fact"], forget["answer"]))
+    forget, retain, utility = (load_split(s, "real") for s in ("forget", "retain", "real_authors"))
+    assert len(forget) >= 70 and len(retain) >= 200 and len(utility) >= 25
+    people = [set(split["author"]) for split in (forget, retain, utility)]
+    assert not (people[0] & people[1] or people[0] & people[2] or people[1] & people[2])   # three distinct groups
+    for split in (forget, retain, utility):
+        assert all(f.lower() in a.lower() for f, a in zip(split["fact"], split["answer"]))  # the gold answer is "known"
+        assert all(not any(f.lower() in p.lower() for p in ps) for f, ps in zip(split["fact"], split["perturbed_answer"]))
 
 
 def test_unknown_split_lists_the_valid_ones():

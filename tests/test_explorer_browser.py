@@ -11,15 +11,31 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from kit.paths import ROOT
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')")
+
+
+def _chromium():
+    """The system chromium, else the one `python -m playwright install chromium` put in the user's cache."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    try:
+        with playwright.sync_playwright() as p:
+            path = p.chromium.executable_path
+        return path if Path(path).exists() else None
+    except Exception:   # noqa: BLE001 (no browser: the test is skipped)
+        return None
+
+
+CHROMIUM = _chromium()
 pytestmark = [pytest.mark.slow,      # make test-fast skips it
-              pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium)")]
+              pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get install chromium, or without root python -m playwright install chromium")]
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 

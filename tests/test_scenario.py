@@ -22,12 +22,14 @@ def test_real_scenario_keeps_only_known_items_everywhere(random_model, tiny_toke
     monkeypatch.setattr(scenario, "keep_known", knows_every_other)
     sc = kit.load_scenario(random_model, tiny_tokenizer, "m", "forget", "real")
     forget_q = {r["question"] for r in sc.forget}
-    assert forget_q == {r["question"] for r in sc.splits["forget"]} and len(sc.forget) < 18
+    n_forget = len(kit.load_split("forget", "real"))
+    assert forget_q == {r["question"] for r in sc.splits["forget"]} and len(sc.forget) < n_forget
     assert {r["question"] for r in sc.retain} == {r["question"] for r in sc.splits["retain"]}
     counts = sc.counts.set_index("role")
-    assert counts.loc["forget", "kept"] == len(sc.forget) and counts.loc["forget", "candidates"] == 18
+    assert counts.loc["forget", "kept"] == len(sc.forget) and counts.loc["forget", "candidates"] == n_forget
     assert counts.loc["world_facts", "kept"] == counts.loc["world_facts", "candidates"]    # utility: not filtered
     assert sc.reference is None
+    assert not {r["question"] for r in sc.splits["real_authors"]} & {r["question"] for r in sc.retain}   # distinct
 
 
 def test_a_model_that_knows_nothing_is_told_so(random_model, tiny_tokenizer, cache, monkeypatch):
