@@ -45,20 +45,6 @@ def test_score_pairs_matches_one_at_a_time_with_full_logits(random_model, tiny_t
     assert (batched["sigma"].map(lambda s: (s >= 0).all())).all()
 
 
-def test_keep_known_caches_its_verdicts(monkeypatch, cache, random_model, tiny_tokenizer):
-    records = [{"question": "q1", "fact": "Paris"}, {"question": "q2", "fact": "Rome"}]
-    calls = []
-
-    def fake_generate(model, tok, questions, **kw):
-        calls.append(questions)
-        return ["It is Paris.", "No idea."]
-
-    monkeypatch.setattr(evaluation, "generate_answers", fake_generate)
-    kept = evaluation.keep_known(random_model, tiny_tokenizer, records, cache_key="m")
-    again = evaluation.keep_known(random_model, tiny_tokenizer, records, cache_key="m")
-    assert kept == again == [records[0]] and len(calls) == 1
-
-
 def test_matched_forgetting_compares_runs_at_equal_forget_nll():
     import pandas as pd
 
