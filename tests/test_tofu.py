@@ -103,6 +103,16 @@ def _toy_log(n=4, seed=0):
     return log
 
 
+def test_aggregation_equals_the_by_hand_definitions_on_synthetic_logs(tmp_path):
+    """The golden check that runs in every clone (the Phi-1.5 one above needs ../shared): TOFU-format
+    logs with random per-item numbers, aggregated by the kit and by the independent definitions."""
+    model_log, retain_log = _toy_log(n=40, seed=1), _toy_log(n=40, seed=2)
+    expected = _by_hand(model_log, retain_log)
+    got = tofu.tofu_score(_write(tmp_path / "m.json", model_log), _write(tmp_path / "r.json", retain_log))
+    for key, value in got.items():
+        assert value == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
+
+
 def test_bad_logs_name_the_file_and_key(tmp_path):
     log = _toy_log()
     del log["eval_log.json"]["avg_paraphrased_loss"]
