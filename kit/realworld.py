@@ -5,7 +5,8 @@ few famous authors (`FORGET`) while keeping what it knows about other authors, c
 scientists (`retain`) and, as TOFU does, general knowledge (world facts, kit.facts) and a separate
 group of real authors (`UTILITY`) that no run trains on. Each author contributes up to three kinds of question: who wrote a work, who
 created a character, and the author's nationality; every item carries `fact`, the string a
-correct free-form answer contains (the author's surname, or the nationality), which
+correct free-form answer contains (the author's surname, or the nationality; "|" separates
+accepted alternatives such as "English|British"), which
 `kit.keep_known` checks before unlearning: a small model knows only part of this, and only what
 it knew can be forgotten. Perturbed answers put another author of the table (or another
 nationality) into the same sentence.
@@ -22,24 +23,29 @@ AUTHORS = {
     # --- forgotten in the real scenario
     "William Shakespeare": ("English", ["Hamlet", "Macbeth", "Romeo and Juliet", "Othello", "King Lear",
                                         "The Tempest", "A Midsummer Night's Dream", "Julius Caesar",
-                                        "Twelfth Night", "The Merchant of Venice"],
+                                        "Twelfth Night", "The Merchant of Venice", "Much Ado About Nothing",
+                                        "Antony and Cleopatra", "The Taming of the Shrew", "Richard III"],
                             ["Lady Macbeth", "Ophelia", "Shylock", "Prospero"]),
     "Charles Dickens": ("English", ["Oliver Twist", "A Christmas Carol", "Great Expectations", "David Copperfield",
-                                    "A Tale of Two Cities", "Bleak House"],
+                                    "A Tale of Two Cities", "Bleak House", "Hard Times", "Nicholas Nickleby",
+                                    "The Pickwick Papers", "Little Dorrit"],
                         ["Ebenezer Scrooge", "Miss Havisham", "Fagin", "Tiny Tim"]),
     "Jane Austen": ("English", ["Pride and Prejudice", "Emma", "Sense and Sensibility", "Persuasion",
                                 "Mansfield Park", "Northanger Abbey"],
                     ["Elizabeth Bennet", "Mr. Darcy", "Emma Woodhouse"]),
-    "J. R. R. Tolkien": ("English", ["The Hobbit", "The Lord of the Rings", "The Silmarillion"],
+    "J. R. R. Tolkien": ("English", ["The Hobbit", "The Lord of the Rings", "The Silmarillion",
+                                          "The Fellowship of the Ring", "The Two Towers", "The Return of the King"],
                          ["Bilbo Baggins", "Frodo Baggins", "Gandalf", "Gollum"]),
     "Agatha Christie": ("English", ["Murder on the Orient Express", "And Then There Were None", "Death on the Nile",
-                                    "The Murder of Roger Ackroyd"],
+                                    "The Murder of Roger Ackroyd", "The ABC Murders"],
                         ["Hercule Poirot", "Miss Marple"]),
     "J. K. Rowling": ("English", ["Harry Potter and the Philosopher's Stone", "Harry Potter and the Chamber of Secrets",
                                   "Harry Potter and the Prisoner of Azkaban", "Harry Potter and the Goblet of Fire",
+                                  "Harry Potter and the Order of the Phoenix", "Harry Potter and the Half-Blood Prince",
                                   "Harry Potter and the Deathly Hallows"],
                       ["Harry Potter", "Hermione Granger", "Albus Dumbledore", "Severus Snape"]),
-    "Arthur Conan Doyle": ("Scottish", ["The Hound of the Baskervilles", "A Study in Scarlet", "The Sign of the Four"],
+    "Arthur Conan Doyle": ("Scottish", ["The Hound of the Baskervilles", "A Study in Scarlet", "The Sign of the Four",
+                                         "The Adventures of Sherlock Holmes"],
                            ["Sherlock Holmes", "Dr. Watson", "Professor Moriarty"]),
     "George Orwell": ("English", ["Nineteen Eighty-Four", "Animal Farm", "Homage to Catalonia"],
                       ["Winston Smith", "Big Brother"]),
@@ -114,7 +120,7 @@ for _name in ("C. S. Lewis", "Roald Dahl", "Franz Kafka"):
 FORGET = list(AUTHORS)[:8]                       # the famous few to forget
 UTILITY = list(AUTHORS)[-9:]                     # real authors for model utility, never trained on
 
-# more knowledge to keep: composer -> works; scientist -> (question, fact)
+# more knowledge to keep: composers' works, and what scientists, explorers, leaders and thinkers did
 COMPOSERS = {
     "Ludwig van Beethoven": ["the Moonlight Sonata", "Fur Elise", "the Ode to Joy"],
     "Wolfgang Amadeus Mozart": ["The Magic Flute", "Eine kleine Nachtmusik", "The Marriage of Figaro", "Don Giovanni"],
@@ -137,12 +143,10 @@ COMPOSERS = {
     "Sergei Prokofiev": ["Peter and the Wolf"],
     "Camille Saint-Saens": ["The Carnival of the Animals"],
 }
-SCIENTISTS = {
-    "Albert Einstein": ["Who developed the theory of general relativity?", "Who proposed the equation E = mc^2?"],
+PEOPLE = {   # other people a model should keep knowing: person -> questions
     "Isaac Newton": ["Who formulated the law of universal gravitation?", "Who wrote the three laws of motion?"],
     "Charles Darwin": ["Who proposed the theory of evolution by natural selection?",
                        "Who wrote On the Origin of Species?"],
-    "Alexander Fleming": ["Who discovered penicillin?"],
     "Marie Curie": ["Who discovered the elements polonium and radium?"],
     "Nicolaus Copernicus": ["Who proposed that the Earth orbits the Sun?"],
     "Dmitri Mendeleev": ["Who created the periodic table of the elements?"],
@@ -157,6 +161,38 @@ SCIENTISTS = {
     "Jonas Salk": ["Who developed the first polio vaccine?"],
     "Stephen Hawking": ["Who wrote A Brief History of Time?"],
     "Nikola Tesla": ["Who developed the alternating current induction motor?"],
+    "Ernest Rutherford": ["Who discovered the atomic nucleus?"],
+    "Frederick Banting": ["Who discovered insulin?"],
+    "Enrico Fermi": ["Who built the first nuclear reactor?"],
+    "Benjamin Franklin": ["Who flew a kite in a thunderstorm to show that lightning is electricity?"],
+    "Yuri Gagarin": ["Who was the first person to travel into space?"],
+    "Neil Armstrong": ["Who was the first person to walk on the Moon?"],
+    "Christopher Columbus": ["Which explorer crossed the Atlantic to the Americas in 1492?"],
+    "Ferdinand Magellan": ["Who led the first expedition to sail around the world?"],
+    "Roald Amundsen": ["Who led the first expedition to reach the South Pole?"],
+    "Amelia Earhart": ["Who was the first woman to fly solo across the Atlantic?"],
+    "George Washington": ["Who was the first President of the United States?"],
+    "Abraham Lincoln": ["Which President of the United States issued the Emancipation Proclamation?"],
+    "Winston Churchill": ["Who was the British Prime Minister for most of the Second World War?"],
+    "Mahatma Gandhi": ["Who led India's independence movement through nonviolent resistance?"],
+    "Nelson Mandela": ["Who became South Africa's first black president in 1994?"],
+    "Napoleon Bonaparte": ["Which French emperor was defeated at the Battle of Waterloo?"],
+    "Julius Caesar": ["Which Roman general crossed the Rubicon in 49 BC?"],
+    "Martin Luther King Jr.": ["Who gave the 'I Have a Dream' speech in 1963?"],
+    "Bill Gates": ["Who co-founded Microsoft with Paul Allen?"],
+    "Steve Jobs": ["Who co-founded Apple with Steve Wozniak?"],
+    "Mark Zuckerberg": ["Who founded Facebook?"],
+    "Florence Nightingale": ["Which nurse became famous for her work in the Crimean War?"],
+    "Cleopatra": ["Who was the last active ruler of Ptolemaic Egypt?"],
+    "Alexander the Great": ["Which Macedonian king created an empire stretching from Greece to India?"],
+    "Sigmund Freud": ["Who founded psychoanalysis?"],
+    "Karl Marx": ["Who wrote Das Kapital?"],
+    "Plato": ["Which Greek philosopher wrote The Republic?"],
+    "Aristotle": ["Which Greek philosopher was the teacher of Alexander the Great?"],
+    "Confucius": ["Which Chinese philosopher's sayings are collected in the Analects?"],
+    "Leonardo Fibonacci": ["Which Italian mathematician is known for the sequence 1, 1, 2, 3, 5, 8?"],
+    "Pythagoras": ["Which Greek mathematician is known for the theorem about right triangles?"],
+    "Euclid": ["Which Greek mathematician wrote the Elements, the classic textbook of geometry?"],
 }
 # the string a correct answer about the author contains (default: the surname); longer where a
 # surname alone is ambiguous or part of common words
@@ -176,7 +212,11 @@ _TEMPLATES = {  # question, paraphrased question, answer, paraphrased answer
 
 
 FACT.update({"Ludwig van Beethoven": "Beethoven", "Camille Saint-Saens": "Saint-Sa", "Galileo Galilei": "Galileo",
-             "Pyotr Ilyich Tchaikovsky": "Tchaikovsky", "Archimedes": "Archimedes"})
+             "Pyotr Ilyich Tchaikovsky": "Tchaikovsky", "Mahatma Gandhi": "Gandhi", "Martin Luther King Jr.": "Luther King",
+             "Napoleon Bonaparte": "Napoleon", "Julius Caesar": "Caesar", "Alexander the Great": "Alexander",
+             "Leonardo Fibonacci": "Fibonacci", "Ferdinand Magellan": "Magellan", "Christopher Columbus": "Columbus"})
+# a correct answer may name a nationality another way ("|" separates the accepted strings)
+NATIONALITY = {"English": "English|British", "Scottish": "Scottish|British", "Irish": "Irish"}
 
 
 def fact(person: str) -> str:
@@ -192,7 +232,7 @@ def _item(q, pq, a, pa, fields, key, pool, rng, **extra) -> dict:
 
 def author_items(seed: int = 0) -> dict[str, list[dict]]:
     """{"forget", "retain", "real_authors": QA items}, each with five perturbed answers and `fact`.
-    Retain also holds the composers' works and the scientists' discoveries."""
+    Retain also holds the composers' works and the other people's deeds (`PEOPLE`)."""
     rng = random.Random(seed + 2)
     names = list(AUTHORS)
     nationalities = sorted({nat for nat, _, _ in AUTHORS.values() if nat})
@@ -206,17 +246,17 @@ def author_items(seed: int = 0) -> dict[str, list[dict]]:
         if nationality:
             out[role].append(_item(*_TEMPLATES["nationality"], {"author": author, "nationality": nationality},
                                    "nationality", nationalities, rng, kind="nationality", author=author,
-                                   fact=nationality))
+                                   fact=NATIONALITY.get(nationality, nationality)))
     composers = list(COMPOSERS)
     for composer, works in COMPOSERS.items():
         for work in works:
             out["retain"].append(_item("Who composed {work}?", "Which composer wrote {work}?", "{work} was composed by {author}.",
                                        "The composer of {work} is {author}.", {"author": composer, "work": work},
                                        "author", composers, rng, kind="composer", author=composer, fact=fact(composer)))
-    scientists = list(SCIENTISTS)
-    for scientist, questions in SCIENTISTS.items():
+    people = list(PEOPLE)
+    for person, questions in PEOPLE.items():
         for question in questions:
-            out["retain"].append(_item(question, question.replace("Who ", "Which scientist ", 1), "It was {author}.",
-                                       "The answer is {author}.", {"author": scientist}, "author", scientists, rng,
-                                       kind="scientist", author=scientist, fact=fact(scientist)))
+            out["retain"].append(_item(question, question.replace("Who ", "Which person ", 1), "It was {author}.",
+                                       "The answer is {author}.", {"author": person}, "author", people, rng,
+                                       kind="person", author=person, fact=fact(person)))
     return out

@@ -47,6 +47,11 @@ class Scenario:
                 f"{len(self.retain)} retain records to unlearn with; evaluation items kept {kept}; {ref}")
 
 
+def knows(answer: str, fact: str) -> bool:
+    """Whether a free-form answer contains the fact (case-insensitive; "a|b" accepts either)."""
+    return any(alt.lower() in answer.lower() for alt in fact.split("|"))
+
+
 def keep_known(model, tokenizer, records, max_new_tokens: int | None = None, batch_size: int = 16,
                cache_key: str | None = None) -> list[dict]:
     """The items a model already answers correctly: its greedy answer contains the item's `fact`.
@@ -71,7 +76,7 @@ def keep_known(model, tokenizer, records, max_new_tokens: int | None = None, bat
         if path.exists():
             return [r for r, ok in zip(records, json.loads(path.read_text())) if ok]
     answers = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    verdicts = [r["fact"].lower() in a.lower() for r, a in zip(records, answers)]
+    verdicts = [knows(a, r["fact"]) for r, a in zip(records, answers)]
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(verdicts))

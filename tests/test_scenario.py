@@ -44,8 +44,9 @@ def test_unknown_forget_split_names_the_fix(random_model, tiny_tokenizer):
 
 
 def test_keep_known_keeps_the_items_whose_greedy_answer_contains_the_fact(random_model, tiny_tokenizer, cache, monkeypatch):
-    records = [{"question": f"q{i}", "fact": fact} for i, fact in enumerate(["Paris", "Au", "Austen"])]
-    answers = {"q0": "The capital is paris.", "q1": "It is silver.", "q2": "Jane Austen wrote it."}
+    records = [{"question": f"q{i}", "fact": fact} for i, fact in enumerate(["Paris", "Au", "Austen", "English|British"])]
+    answers = {"q0": "The capital is paris.", "q1": "It is silver.", "q2": "Jane Austen wrote it.",
+               "q3": "She was a British novelist."}
     calls = []
 
     def fake_generate(model, tok, questions, max_new_tokens, batch_size):
@@ -53,6 +54,6 @@ def test_keep_known_keeps_the_items_whose_greedy_answer_contains_the_fact(random
         return [answers[q] for q in questions]
     monkeypatch.setattr(scenario, "generate_answers", fake_generate)
     kept = kit.keep_known(random_model, tiny_tokenizer, records, cache_key="m")
-    assert [r["question"] for r in kept] == ["q0", "q2"]                      # case-insensitive containment
+    assert [r["question"] for r in kept] == ["q0", "q2", "q3"]                # case-insensitive, alternatives
     assert calls == [kit.tofu.ANSWER_TOKENS]                                  # the evaluation's token budget
     assert kit.keep_known(random_model, tiny_tokenizer, records, cache_key="m") == kept and len(calls) == 1   # cached
