@@ -193,6 +193,28 @@ PEOPLE = {   # other people a model should keep knowing: person -> questions
     "Leonardo Fibonacci": ["Which Italian mathematician is known for the sequence 1, 1, 2, 3, 5, 8?"],
     "Pythagoras": ["Which Greek mathematician is known for the theorem about right triangles?"],
     "Euclid": ["Which Greek mathematician wrote the Elements, the classic textbook of geometry?"],
+    "Alan Turing": ["Which British mathematician is called the father of theoretical computer science?"],
+    "Ada Lovelace": ["Who is often called the first computer programmer?"],
+    "Edwin Hubble": ["Which astronomer showed that the universe is expanding?"],
+    "Carl Linnaeus": ["Who created the system of naming species with two Latin names?"],
+    "Michael Faraday": ["Who discovered electromagnetic induction?"],
+    "Antoine Lavoisier": ["Who is called the father of modern chemistry?"],
+    "Marco Polo": ["Which Venetian merchant travelled to the court of Kublai Khan?"],
+    "Vasco da Gama": ["Who was the first European to reach India by sea?"],
+    "Edmund Hillary": ["Who, with Tenzing Norgay, first climbed Mount Everest?"],
+    "Charles Lindbergh": ["Who made the first solo nonstop flight across the Atlantic in 1927?"],
+    "Queen Victoria": ["Which British monarch reigned from 1837 to 1901?"],
+    "Genghis Khan": ["Who founded the Mongol Empire?"],
+    "Joan of Arc": ["Which French heroine led the army that lifted the siege of Orleans?"],
+    "Fidel Castro": ["Who led the Cuban Revolution in 1959?"],
+    "Vladimir Lenin": ["Who led the Bolsheviks in the Russian Revolution of 1917?"],
+    "Mao Zedong": ["Who founded the People's Republic of China in 1949?"],
+    "John F. Kennedy": ["Which US president was assassinated in Dallas in 1963?"],
+    "Barack Obama": ["Who was the first African American President of the United States?"],
+    "Socrates": ["Which Greek philosopher was sentenced to death by drinking hemlock?"],
+    "Rene Descartes": ["Which philosopher wrote 'I think, therefore I am'?"],
+    "Friedrich Nietzsche": ["Which philosopher wrote Thus Spoke Zarathustra?"],
+    "Adam Smith": ["Who wrote The Wealth of Nations?"],
 }
 # the string a correct answer about the author contains (default: the surname); longer where a
 # surname alone is ambiguous or part of common words
@@ -214,7 +236,9 @@ _TEMPLATES = {  # question, paraphrased question, answer, paraphrased answer
 FACT.update({"Ludwig van Beethoven": "Beethoven", "Camille Saint-Saens": "Saint-Sa", "Galileo Galilei": "Galileo",
              "Pyotr Ilyich Tchaikovsky": "Tchaikovsky", "Mahatma Gandhi": "Gandhi", "Martin Luther King Jr.": "Luther King",
              "Napoleon Bonaparte": "Napoleon", "Julius Caesar": "Caesar", "Alexander the Great": "Alexander",
-             "Leonardo Fibonacci": "Fibonacci", "Ferdinand Magellan": "Magellan", "Christopher Columbus": "Columbus"})
+             "Leonardo Fibonacci": "Fibonacci", "Ferdinand Magellan": "Magellan", "Christopher Columbus": "Columbus",
+             "Queen Victoria": "Victoria", "Joan of Arc": "Joan", "Mao Zedong": "Mao", "Adam Smith": "Adam Smith",
+             "Vasco da Gama": "Gama", "Genghis Khan": "Genghis", "Marco Polo": "Marco Polo"})
 # a correct answer may name a nationality another way ("|" separates the accepted strings)
 NATIONALITY = {"English": "English|British", "Scottish": "Scottish|British", "Irish": "Irish"}
 
