@@ -11,12 +11,27 @@
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import torch
 import torch.nn.functional as F
 
 from kit.data import IGNORE
+
+
+@contextlib.contextmanager
+def no_file_progress():
+    """transformers' per-file bars ("Loading weights 0%") say nothing in a notebook: off inside the
+    block, the caller's setting back afterwards (the kit's own build bar is not one of them)."""
+    from transformers.utils import logging
+    was = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            logging.enable_progress_bar()
 
 
 def fp32(x: torch.Tensor) -> torch.Tensor:

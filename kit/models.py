@@ -16,7 +16,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -35,6 +34,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llam
                           PreTrainedTokenizerFast)
 
 from kit import data as kdata
+from kit.forward import no_file_progress
 from kit.paths import cache_dir
 from kit.train import FinetuneConfig, finetune
 
@@ -276,20 +276,6 @@ def _load_hf(name: str, dtype, trust_remote_code: bool = False):
     return model, tok
 
 
-@contextlib.contextmanager
-def _no_file_progress():
-    """transformers' per-file bars ("Loading weights 0%") say nothing in a notebook; the caller's
-    setting comes back afterwards (the kit's own build bar is not one of them)."""
-    from transformers.utils import logging
-    was = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            logging.enable_progress_bar()
-
-
 def load_model(name: str = "tiny", variant: str = "target", dtype=torch.float32,
                device: str | None = None, trust_remote_code: bool = False, seed: int | None = None):
     """Load a causal LM and its tokenizer.
@@ -310,7 +296,7 @@ def load_model(name: str = "tiny", variant: str = "target", dtype=torch.float32,
     if name != "tiny" and seed is not None:
         raise ModelError(f"seed={seed!r} picks a tiny family; {name!r} is one fixed model. "
                          "Drop seed= (run seeds go to UnlearnConfig(seed=...)).")
-    with _no_file_progress():
+    with no_file_progress():
         if name == "tiny":
             model, tok = _load_tiny(variant, dtype, seed)
         elif name == "smollm2-135m":

@@ -79,21 +79,18 @@ def load_checkpoint(run_dir: str | Path, step: int, dtype=None):
     """The model saved at `step` (eval mode), read from safetensors only."""
     import torch
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging
+
+    from kit.forward import no_file_progress
     folder = checkpoint_dir(run_dir, step)
     if not (folder / "model.safetensors").exists():
         raise RunDirError(f"{folder} has no model.safetensors (half-written or deleted); "
                           "rerun the unlearning or pass steps= without it.")
-    was = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()          # one bar per checkpoint is noise
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32, use_safetensors=True)
+        with no_file_progress():            # one bar per checkpoint is noise
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32, use_safetensors=True)
     except Exception as err:   # noqa: BLE001 (a truncated or overwritten file: say which, load nothing)
         raise RunDirError(f"{folder} is corrupt and was not loaded ({type(err).__name__}: {str(err)[:120]}); "
                           "rerun the unlearning or pass steps= without it.") from None
-    finally:
-        if was:
-            logging.enable_progress_bar()
     return model.eval()
 
 
