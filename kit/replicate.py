@@ -36,6 +36,7 @@ NOTEBOOKS = {"04": "04_ga_and_wga", "05": "05_npo_and_tnpo", "06": "06_po_and_rm
              "08": "08_tofu_benchmark", "09": "09_weight_attribution"}
 PRETRAINED = {"smollm2-135m": ["04", "05", "07", "08"]}
 STUDY = {"09_weight_attribution": {"METHODS": ["wagle", "magnitude", "random", "wanda"]}}   # beyond the defaults
+STUDY_PRETRAINED = {"08_tofu_benchmark": {"OBJECTIVES": ["ga", "gd", "npo"]}}   # only what its claims compare (CPU time)
 COLUMNS = ["notebook", "model", "family", "fingerprint", "seed", "claim", "value", "date", "kit", "torch",
            "transformers", "machine"]
 
@@ -59,7 +60,8 @@ class Unit:
             base = yaml.safe_load(path.read_text()) if path.exists() else {"MODEL": self.model}
             base.pop("RUN_TAG", None)
         extra = {"TINY_SEEDS": [self.family]} if self.family is not None else {}
-        return {**base, **STUDY.get(self.notebook, {}), **extra, "SEEDS": list(self.seeds), "RUN_TAG": "replicate"}
+        study = STUDY.get(self.notebook, {}) if self.family is not None else STUDY_PRETRAINED.get(self.notebook, {})
+        return {**base, **study, **extra, "SEEDS": list(self.seeds), "RUN_TAG": "replicate"}
 
 
 def plan(families=range(5), seeds=(0, 1, 2), models=("tiny", "smollm2-135m"), notebooks=None) -> list[Unit]:

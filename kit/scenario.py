@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass
 
 import pandas as pd
@@ -83,20 +84,33 @@ def keep_known(model, tokenizer, records, max_new_tokens: int | None = None, bat
     return [r for r, ok in zip(records, verdicts) if ok]
 
 
+def draw(records: list, n: int, seed: int, what: str = "records") -> list:
+    """n of `records` drawn without replacement by `seed`, in their original order."""
+    if not 0 < n <= len(records):
+        raise DataError(f"Cannot draw {n} of {len(records)} {what}: use 1 to {len(records)} (0 keeps all).")
+    keep = sorted(random.Random(seed).sample(range(len(records)), n))
+    return [records[i] for i in keep]
+
+
 def retain_split_of(forget: str) -> str:
     """The retain split that goes with a forget split: forget01 -> retain99, forget -> retain."""
     return f"retain{100 - int(forget[6:]):02d}" if forget.startswith("forget") and forget[6:].isdigit() else "retain"
 
 
 def load_scenario(model, tokenizer, model_name: str, forget: str = "forget01", source: str = "builtin", *,
-                  retain_items: int = 0, max_items: int = 0, known_only: bool | None = None) -> Scenario:
+                  retain: str | None = None, retain_items: int = 0, forget_items: int = 0, seed: int = 0,
+                  max_items: int = 0, known_only: bool | None = None) -> Scenario:
     """The records of one unlearning scenario.
 
     Args:
         model_name: the model's name ("tiny", "smollm2-135m", an HF id); decides the reference
             model and keys the cached known-filter.
         forget: the forget split ("forget01/05/10" on builtin, "forget" on real).
+        retain: the retain split to unlearn with (default: the one that goes with `forget`).
         retain_items: keep only the first n retain records for unlearning (0: all).
+        forget_items: unlearn a draw of n of the (known) forget records, the same n as the
+            evaluation's forget role (0: all). The draw depends on `seed` only, so a run seed
+            decides which items a replicate forgets.
         max_items: evaluate at most n items of each role other than forget (0: all).
         known_only: filter forget and retain by `keep_known` (default: on for source "real").
     Returns:
@@ -105,7 +119,7 @@ def load_scenario(model, tokenizer, model_name: str, forget: str = "forget01", s
     known_only = source == "real" if known_only is None else known_only
     try:
         forget_records = list(load_split(forget, source))
-        retain_records = list(load_split(retain_split_of(forget), source))
+        retain_records = list(load_split(retain or retain_split_of(forget), source))
     except DataError as err:
         raise DataError(f"{err} (load_scenario needs a forget split and its retain split, e.g. "
                         f"forget01 / retain99 on builtin, forget / retain on real).") from None
@@ -120,12 +134,15 @@ def load_scenario(model, tokenizer, model_name: str, forget: str = "forget01", s
         splits[role] = records
         counts.append({"role": role, "candidates": n, "kept": len(records)})
     if known_only:
-        for records, role in ((forget_records, "forget"), (retain_records, "retain")):
-            asked = {r["question"] for r in splits[role]}
-            records[:] = [r for r in records if r["question"] in asked]
+        known = {r["question"] for r in splits["forget"]}
+        forget_records = [r for r in forget_records if r["question"] in known]
+        retain_records = keep_known(model, tokenizer, retain_records, cache_key=model_name)
         if not forget_records:
             raise DataError(f"{model_name} answers none of the {forget!r} questions of source {source!r} correctly: "
                             "there is nothing to unlearn. Use a model that knows them, or known_only=False.")
+    if forget_items:
+        forget_records = draw(forget_records, forget_items, seed, what=f"{forget!r} forget records of {model_name}")
+        splits["forget"] = forget_records
     if retain_items:
         retain_records = retain_records[:retain_items]
     reference = retain_split_of(forget) if model_name == "tiny" and source == "builtin" else None

@@ -19,6 +19,8 @@ def test_the_plan_covers_tiny_families_then_the_pretrained_notebooks():
     assert tiny[0].params() == {"TINY_SEEDS": [0], "SEEDS": [0, 1, 2], "RUN_TAG": "replicate"}
     p = smol[0].params()      # the notebook's smollm2 parameter file, with the study's seeds
     assert p["MODEL"] == "smollm2-135m" and p["SEEDS"] == [0, 1, 2] and p["RUN_TAG"] == "replicate"
+    assert smol[0].params()["FORGET_ITEMS"] > 0                               # the seed draws the items it forgets
+    assert smol[-1].params()["OBJECTIVES"] == ["ga", "gd", "npo"]             # 08: only what its claims compare
     with pytest.raises(ReplicateError, match="Unknown notebook '11'"):
         replicate.plan(notebooks=["11"])
     with pytest.raises(ReplicateError, match="Unknown model 'gpt2'"):

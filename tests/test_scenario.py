@@ -57,3 +57,19 @@ def test_keep_known_keeps_the_items_whose_greedy_answer_contains_the_fact(random
     assert [r["question"] for r in kept] == ["q0", "q2", "q3"]                # case-insensitive, alternatives
     assert calls == [kit.tofu.ANSWER_TOKENS]                                  # the evaluation's token budget
     assert kit.keep_known(random_model, tiny_tokenizer, records, cache_key="m") == kept and len(calls) == 1   # cached
+
+
+def test_forget_items_draws_by_seed_and_evaluates_the_same_draw(random_model, tiny_tokenizer):
+    draws = [kit.load_scenario(random_model, tiny_tokenizer, "tiny", "forget05", forget_items=12, seed=s) for s in (0, 0, 1)]
+    questions = [[r["question"] for r in sc.forget] for sc in draws]
+    assert len(questions[0]) == 12 and questions[0] == questions[1] != questions[2]   # the seed decides the draw
+    every = [r["question"] for r in kit.load_split("forget05")]
+    assert questions[0] == [q for q in every if q in set(questions[0])]             # kept in the split's order
+    assert [r["question"] for r in draws[0].splits["forget"]] == questions[0]       # evaluated on what was forgotten
+    with pytest.raises(DataError, match="Cannot draw 500 of 100 'forget05' forget records of tiny: use 1 to 100"):
+        kit.load_scenario(random_model, tiny_tokenizer, "tiny", "forget05", forget_items=500)
+
+
+def test_an_explicit_retain_split_replaces_the_default_one(random_model, tiny_tokenizer):
+    sc = kit.load_scenario(random_model, tiny_tokenizer, "tiny", "forget05", retain="retain90", retain_items=5)
+    assert [r["question"] for r in sc.retain] == [r["question"] for r in kit.load_split("retain90")][:5]
