@@ -17,14 +17,15 @@ _HOME = {  # public name -> module that defines it
                     "kit.evaluation"),
     **dict.fromkeys(["ModelError", "build_tiny", "build_tiny_family", "count_parameters", "each_replicate",
                      "load_model"], "kit.models"),
-    **dict.fromkeys(["environment_report", "nll_axes", "record"], "kit.report"),
+    **dict.fromkeys(["environment_report", "record"], "kit.report"),
+    "nll_axes": "kit.plots",
     **dict.fromkeys(["FinetuneConfig", "finetune"], "kit.train"),
     **dict.fromkeys(["TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn"], "kit.unlearning"),
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
     **dict.fromkeys(["Scenario", "keep_known", "load_scenario"], "kit.scenario"),
 }
 _MODULES = ("attribution", "authors", "claims", "data", "distributed", "evaluation", "explore", "facts",
-            "forward", "geffect", "gradstream", "groups", "mia", "models", "objectives", "paths", "probes",
+            "forward", "geffect", "gradstream", "groups", "mia", "models", "objectives", "paths", "plots", "probes",
             "realworld", "replicate", "report", "rundir", "scenario", "sweep", "tofu", "train", "unlearning")
 __all__ = sorted(_HOME) + list(_MODULES)
 assert not set(_HOME) & set(_MODULES), "a public name must mean one thing: a function or a module, not both"

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kit import objectives, rundir
+from kit import objectives, plots, rundir
 from kit.data import Collator, ForgetRetainDataset
 from kit.rundir import RunDirError, read_manifest
 from kit.unlearning import UnlearnConfig, unlearn
@@ -146,14 +146,16 @@ class Explorer:
         toks = self.tokens(run, step, example)
         fig = plt.figure(figsize=(13, 6.4))
         grid = fig.add_gridspec(2, 2, height_ratios=[1.6, 1])
+        parts = total[total.group != "total"]
+        colours = plots.group_palette(parts.group) if scheme == "paper" else {}
         for col, effect in enumerate(["e_u", "e_r"]):
             ax = fig.add_subplot(grid[0, col])
-            for group, part in total[total.group != "total"].groupby("group", sort=False):
-                ax.plot(part.step, part[effect], marker="o", ms=3, label=group)
+            for group, part in parts.groupby("group", sort=False):
+                ax.plot(part.step, part[effect], marker="o", ms=3, label=group, color=colours.get(group))
             ax.axvline(step, color="k", lw=1, ls="--")
-            ax.axhline(0, color="grey", lw=0.6)
-            ax.set(xlabel="optimizer step", ylabel=effect, title=f"{run}: {effect} by {scheme} group")
-            ax.set_yscale("symlog", linthresh=max(1e-3, np.nanpercentile(np.abs(total[effect]), 10)))
+            plots.symlog(ax, parts[effect])
+            ax.set(xlabel="optimizer step", ylabel=f"{effect} (symmetric log scale)",
+                   title=f"{run}: {effect} by {scheme} group" + (" (< 0: forgets)" if effect == "e_u" else " (< 0: retain damage)"))
             if col == 1:
                 ax.legend(fontsize=7, ncol=2 if total.group.nunique() > 8 else 1, loc="upper left", bbox_to_anchor=(1, 1))
         ax = fig.add_subplot(grid[1, :])

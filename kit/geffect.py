@@ -277,7 +277,9 @@ def _table(model, probe: Probe, refs: dict, sums: dict, group_of: dict, mask) ->
     for slot in refs:
         name = slot if slot == probe.objective else f"{probe.regularizer} x {probe.reg_weight:g}"
         for g in order:
-            if any((slot, g) in sums[r] for r in sums):
+            # every group of a named scheme gets a row (0 where the objective has no gradient: RMU
+            # above its block); the cross terms and a mask's parts only where they exist
+            if any((slot, g) in sums[r] for r in sums) or (mask is None and g != "tied_cross"):
                 rows.append({"component": name, "group": g, "e_u": sums["e_u"].get((slot, g), 0.0),
                              "e_r": sums["e_r"].get((slot, g), 0.0)})
     df = pd.DataFrame(rows)

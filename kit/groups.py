@@ -139,3 +139,21 @@ def ordered_groups(model, scheme, group_of: dict) -> list[str]:
     if isinstance(scheme, str):
         return [g for g in group_order(model, scheme) if g in present or g in ("embed", "lm")]
     return present
+
+
+def group_sizes(model, scheme: str = "paper") -> "pd.DataFrame":
+    """One row per group in network order: its parameter count, which blocks it spans (paper
+    scheme), and whether the model ties its embeddings (then `embed` and `lm` are one matrix,
+    counted under both: the G-effect probe splits its gradient into the two ends)."""
+    import pandas as pd
+    named = dict(model.named_parameters())
+    sizes: dict[str, int] = {}
+    for name, group in param_groups(model, scheme).items():
+        sizes[group] = sizes.get(group, 0) + named[name].numel()
+    is_tied = tied(model)
+    if is_tied:
+        sizes["lm"] = sizes.get("embed", 0)
+    thirds = dict(zip(["shallow", "middle", "deep"], np.array_split(np.arange(_n_blocks(model)), 3)))
+    span = lambda g: f"{thirds[g][0]}-{thirds[g][-1]}" if scheme == "paper" and g in thirds and len(thirds[g]) else ""
+    return pd.DataFrame([{"group": g, "parameters": sizes.get(g, 0), "blocks": span(g), "tied embeddings": is_tied}
+                         for g in group_order(model, scheme)])

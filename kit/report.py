@@ -38,18 +38,3 @@ def record(notebook: str, run_tag: str = "default", **numbers) -> dict:
     write_atomic(folder / f"{notebook}.json", json.dumps(clean, indent=2))
     return clean
 
-
-def nll_axes(ax, x, y) -> None:
-    """Log scale on a trade-off plot's axes where the data spans more than a factor 3 (linear
-    otherwise: a short run has no log ticks to label), with plain tick labels (minor ones too
-    where the range spans less than a decade)."""
-    import matplotlib.pyplot as plt
-    for axis, values, scale in ((ax.xaxis, x, ax.set_xscale), (ax.yaxis, y, ax.set_yscale)):
-        values = [v for v in values if v > 0]
-        if values and max(values) > 3 * min(values):
-            scale("log")
-            axis.set_major_formatter(plt.FormatStrFormatter("%g"))
-            short = max(values) < 10 * min(values)      # under a decade: label the minor ticks 2, 3, 5 too
-            if short:                                   # (not 9 or 1.5: they would crowd the decade's label)
-                axis.set_minor_locator(plt.LogLocator(base=10, subs=(2, 3, 5)))
-            axis.set_minor_formatter(plt.FormatStrFormatter("%g") if short else plt.NullFormatter())

@@ -51,7 +51,9 @@ def save_checkpoint(model, run_dir: str | Path, step: int) -> Path:
     if is_writer():                     # under DDP every rank holds the same weights; one writes
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
+        from kit.forward import no_file_progress
+        with no_file_progress():        # "Writing model shards 0%" once per checkpoint is noise
+            model.save_pretrained(tmp, safe_serialization=True)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
     return folder

@@ -284,6 +284,21 @@ class Evaluation:
         return folder
 
 
+def stored_evaluation(root: str | Path, key: dict, make, resume: bool = True) -> Evaluation:
+    """The evaluation that `key` names (everything that decides it: model fingerprint, split,
+    run settings, ...), from its folder under `root` when `resume` and already finished, else
+    `make()` evaluated and saved there at once: a long benchmark never loses a finished row."""
+    import hashlib
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    label = "-".join(str(key[k]).replace("/", "--") for k in ("split", "name") if k in key)
+    folder = Path(root) / (f"{label}-{digest}" if label else digest)
+    if resume and (folder / "eval_summary.json").exists():
+        return Evaluation.load(folder)
+    ev = make()
+    ev.save(folder)
+    return ev
+
+
 def evaluate(model, tokenizer, splits: dict[str, list], *, reference=None, truth_ratio: str = "geometric",
              generate: bool = True, max_new_tokens: int = ANSWER_TOKENS, batch_size: int = 32, template: str = "auto",
              n_boot: int = 1000, seed: int = 0, out_dir: str | Path | None = None,

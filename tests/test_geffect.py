@@ -35,6 +35,16 @@ def test_groups_follow_the_model(random_model):
         geffect.param_groups(random_model, "thirds")
 
 
+def test_group_sizes_count_every_parameter_once_and_the_tied_matrix_at_both_ends(random_model, tiny_tokenizer):
+    from kit import groups
+    sizes = groups.group_sizes(random_model).set_index("group")
+    assert list(sizes.index) == ["embed", "shallow", "middle", "deep", "lm"]
+    assert sizes.parameters.sum() == sum(p.numel() for p in random_model.parameters())
+    assert sizes.loc["shallow", "blocks"] == "0-0" and sizes.loc["deep", "parameters"] > 0   # the final norm is deep
+    tied = groups.group_sizes(_tied_model(tiny_tokenizer)).set_index("group")
+    assert tied["tied embeddings"].all() and tied.loc["lm", "parameters"] == tied.loc["embed", "parameters"]
+
+
 def test_g_effect_equals_dense_gradient_products(random_model, tiny_tokenizer):
     df = geffect.g_effect(random_model, tiny_tokenizer, "ga", FORGET, RETAIN, groups="layer", batch_size=4)
     g_l = _dense_grad(random_model, lambda: geffect._objective_backward(
@@ -189,3 +199,11 @@ def test_kl_regulariser_has_no_g_effect_at_the_reference_and_reg_retain_is_used(
     ea = a[(a.component == "nll x 1") & (a.group == "total")].e_r.iloc[0]
     eb = b[(b.component == "nll x 1") & (b.group == "total")].e_r.iloc[0]
     assert ea > 0 and not np.isclose(ea, eb)
+
+
+def test_every_group_gets_a_row_zero_where_the_objective_has_no_gradient(random_model, tiny_tokenizer):
+    table = geffect.g_effect(random_model, tiny_tokenizer, "rmu", FORGET, RETAIN, hparams={"layer": 0, "coeff": 5.0})
+    rows = table[table.group != "total"].set_index("group")
+    assert list(rows.index) == ["embed", "shallow", "middle", "deep", "lm"]       # RMU steers block 0 (shallow) ...
+    assert (rows.loc[["middle", "deep", "lm"], ["e_u", "e_r"]] == 0).all().all()   # ... nothing above it moves
+    assert rows.loc["shallow", "e_u"] != 0

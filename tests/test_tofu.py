@@ -210,3 +210,17 @@ def test_evaluate_rejects_bad_splits(random_model, tiny_tokenizer):
         tofu.evaluate(random_model, tiny_tokenizer, {"retain": plain})
     with pytest.raises(tofu.EvaluationError, match="'harmonic'"):
         tofu.evaluate(random_model, tiny_tokenizer, _small_splits(1), truth_ratio="harmonic")
+
+
+def test_a_stored_evaluation_is_made_once_per_key(random_model, tiny_tokenizer, tmp_path):
+    calls = []
+
+    def make():
+        calls.append(1)
+        return tofu.evaluate(random_model, tiny_tokenizer, _small_splits(), max_new_tokens=4, n_boot=0)
+    first = tofu.stored_evaluation(tmp_path, {"split": "forget01", "name": "ga", "lr": 1e-3}, make)
+    again = tofu.stored_evaluation(tmp_path, {"lr": 1e-3, "name": "ga", "split": "forget01"}, make)    # same key, any order
+    assert len(calls) == 1 and again["model_utility"] == pytest.approx(first["model_utility"])
+    tofu.stored_evaluation(tmp_path, {"split": "forget01", "name": "ga", "lr": 2e-3}, make)            # another setting
+    tofu.stored_evaluation(tmp_path, {"split": "forget01", "name": "ga", "lr": 1e-3}, make, resume=False)
+    assert len(calls) == 3 and sorted(p.name[:12] for p in tmp_path.iterdir()) == ["forget01-ga-"] * 2

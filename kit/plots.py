@@ -1,0 +1,122 @@
+"""The kit's figure style: one colour per objective, selection method and regulariser in every
+notebook, and the axis scales the G-effect and the trade-off plots need.
+
+    from kit import plots
+    plots.style()                                          # once, in a notebook's import cell
+    sns.lineplot(..., hue="objective", palette=plots.palette(OBJECTIVES))
+    plots.symlog(axes, values)                             # shared symmetric-log y axis
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+# Families share a hue: gradient ascent and its regularised forms red-brown, NPO and its relatives
+# blues and purples, weighted likelihoods greens, preference and representation objectives dark.
+COLORS = {
+    # objectives (kit.objectives) and their regularised forms
+    "ga": "#d62728", "gd": "#ff7f0e", "ga+nll": "#ff7f0e", "ga+kl": "#8c564b",
+    "npo": "#1f77b4", "npo+nll": "#17becf", "npo+kl": "#6baed6", "simnpo": "#393b79",
+    "tnpo": "#9467bd", "wtnpo": "#e377c2",
+    "wga": "#2ca02c", "satimp": "#bcbd22", "undial": "#8c6d31",
+    "po": "#404040", "idkdpo": "#7b4173", "rmu": "#636363",
+    # weight selection (kit.attribution) and the references of a benchmark table
+    "wagle": "#d62728", "gradient": "#ff7f0e", "magnitude": "#1f77b4", "random": "#7f7f7f",
+    "wanda": "#2ca02c", "dense": "#000000", "lora": "#9467bd",
+    "target": "#000000", "retain model": "#555555",
+    # retain regularisers (notebook 07)
+    "none": "#d62728", "nll": "#1f77b4", "kl": "#2ca02c",
+}
+_SPARE = ["#e7ba52", "#843c39", "#5254a3", "#637939", "#d6616b", "#3182bd", "#31a354", "#756bb1"]
+
+
+def color(name: str) -> str:
+    """The colour of an objective, selection method or regulariser (any other name gets a
+    stable colour of its own, the same in every notebook)."""
+    key = str(name).lower()
+    if key in COLORS:
+        return COLORS[key]
+    base = key.split(" ")[0].split("@")[0]          # "wagle 80%" -> wagle's colour
+    return COLORS.get(base, _SPARE[zlib.crc32(key.encode()) % len(_SPARE)])
+
+
+def palette(names) -> dict[str, str]:
+    """{name: colour} for seaborn's `palette=`."""
+    return {n: color(n) for n in dict.fromkeys(names)}
+
+
+def group_palette(groups) -> dict[str, str]:
+    """{group: colour} for parameter groups in network order (kit.geffect.group_order): a
+    sequential scale from the embeddings (dark) to the head (light); `tied_cross`, the cross
+    terms of a tied embedding, is grey."""
+    import matplotlib as mpl
+    ordered = [g for g in dict.fromkeys(groups) if g not in ("tied_cross", "total")]
+    cmap = mpl.colormaps["viridis"]
+    out = {g: mpl.colors.to_hex(cmap(i / max(len(ordered) - 1, 1) * 0.9)) for i, g in enumerate(ordered)}
+    return {**out, "tied_cross": "#9e9e9e", "total": "#000000"}
+
+
+def style() -> None:
+    """The kit's seaborn theme: white grid, titles that fit a two-panel row."""
+    import matplotlib as mpl
+    import seaborn as sns
+    sns.set_theme(style="whitegrid")
+    mpl.rcParams.update({"axes.titlesize": 11, "axes.titleweight": "bold", "legend.fontsize": 9,
+                         "figure.titlesize": 12, "figure.titleweight": "bold"})
+
+
+def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
+    """A symmetric-log scale shared by `axes` (one Axes or many), fitted to `values`.
+
+    The linear band around 0 ends `decades` decades below the largest |value|, so the log part
+    shows the decades that matter instead of crowding ticks near 0; every axis gets the same
+    limits, so panels compare at a glance.
+    """
+    import matplotlib.ticker as mticker
+    axes = list(np.atleast_1d(axes).ravel())
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    top = float(np.abs(v).max()) if v.size else 1.0
+    top = top if top > 0 else 1.0
+    linthresh = 10 ** (np.floor(np.log10(top)) - decades)
+    low = min(float(v.min()), 0.0) if v.size else -top
+    high = max(float(v.max()), 0.0) if v.size else top
+    pad = lambda x: x * 1.6 if abs(x) > linthresh else np.sign(x) * linthresh if x else 0.0
+    lim = (pad(low), pad(high))
+    for ax in axes:
+        set_scale, set_lim = (ax.set_yscale, ax.set_ylim) if axis == "y" else (ax.set_xscale, ax.set_xlim)
+        set_scale("symlog", linthresh=linthresh, linscale=0.5)
+        set_lim(*lim)
+        target = ax.yaxis if axis == "y" else ax.xaxis
+        target.set_major_locator(mticker.SymmetricalLogLocator(linthresh=linthresh, base=10, subs=[1.0]))
+        target.set_minor_locator(mticker.NullLocator())
+        ax.axhline(0, color="black", lw=0.8) if axis == "y" else ax.axvline(0, color="black", lw=0.8)
+
+
+def log_axis(axis, values) -> None:
+    """A log scale on one axis (`ax.xaxis` or `ax.yaxis`), labelled in plain numbers whatever the
+    range: within a decade, about five evenly spaced ticks; over one or two decades, the decades
+    and their 2 and 5 multiples; wider, the decades only."""
+    import matplotlib.ticker as mticker
+    values = np.asarray([v for v in np.ravel(values) if np.isfinite(v) and v > 0], dtype=float)
+    if not values.size:
+        return
+    axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
+    lo, hi = values.min(), values.max()
+    if hi < 10 * lo:
+        ticks = [t for t in mticker.MaxNLocator(nbins=5).tick_values(lo, hi) if lo / 1.15 <= t <= hi * 1.15 and t > 0]
+        axis.set_major_locator(mticker.FixedLocator(ticks))
+        axis.set_minor_locator(mticker.NullLocator())
+    else:
+        axis.set_major_locator(mticker.LogLocator(base=10))
+        axis.set_minor_locator(mticker.LogLocator(base=10, subs=(2, 5)))
+        axis.set_minor_formatter(mticker.FormatStrFormatter("%g") if hi < 100 * lo else mticker.NullFormatter())
+    axis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+
+
+def nll_axes(ax, x, y) -> None:
+    """Log axes for a trade-off plot (forget NLL against retain NLL), ticks as in `log_axis`: every
+    trade-off plot of the kit looks the same, however far a run went."""
+    log_axis(ax.xaxis, x)
+    log_axis(ax.yaxis, y)

@@ -1,0 +1,54 @@
+"""kit.plots: one colour per name in every notebook; shared symmetric-log axes; trade-off scales."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+import kit  # noqa: E402
+from kit import objectives, plots  # noqa: E402
+from kit.attribution import METHODS  # noqa: E402
+
+
+@pytest.fixture
+def figure():
+    fig, axes = plt.subplots(1, 2)
+    yield fig, axes
+    plt.close(fig)
+
+
+def test_every_objective_and_method_has_its_own_colour():
+    for names in (list(objectives.OBJECTIVES), [*METHODS, "lora"], ["ga", "gd", "ga+kl", "npo", "npo+nll", "wga"]):
+        colours = [plots.color(n) for n in names]
+        assert len(set(colours)) == len(colours), dict(zip(names, colours))
+    assert plots.color("NPO") == plots.color("npo") and plots.color("wagle 80%") == plots.color("wagle")
+    assert plots.color("my-objective") == plots.color("my-objective")          # stable for unknown names
+    assert plots.palette(["ga", "npo", "ga"]) == {"ga": plots.color("ga"), "npo": plots.color("npo")}
+
+
+def test_groups_get_an_ordered_scale_and_cross_terms_grey():
+    pal = plots.group_palette(["embed", "shallow", "middle", "deep", "lm", "tied_cross"])
+    assert len(set(pal.values())) == len(pal) and pal["tied_cross"] == "#9e9e9e"
+
+
+def test_symlog_shares_limits_and_keeps_three_decades(figure):
+    fig, axes = figure
+    plots.symlog(axes, [-250.0, 0.3, 40.0])
+    assert axes[0].get_ylim() == axes[1].get_ylim() and axes[0].get_yscale() == "symlog"
+    low, high = axes[0].get_ylim()
+    assert low <= -250 and high >= 40
+    assert axes[0].yaxis.get_transform().linthresh == pytest.approx(0.1)      # 100 -> three decades below: 0.1
+
+
+def test_nll_axes_are_log_with_readable_ticks_at_any_range(figure):
+    _, (ax, _) = figure
+    ax.plot([0.1, 0.5, 2.0], [2.3, 2.4, 2.6])
+    kit.nll_axes(ax, [0.1, 0.5, 2.0], [2.3, 2.4, 2.6])     # forget spans 20x, retain 1.1x
+    assert ax.get_xscale() == ax.get_yscale() == "log"      # the same look for every trade-off plot
+    low, high = ax.get_ylim()
+    inside = [t for t in ax.get_yticks() if low <= t <= high]
+    assert len(inside) >= 3, inside                         # a short range still gets labelled ticks
+    fig = ax.figure
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels and all("10^" not in t for t in labels)   # plain numbers
