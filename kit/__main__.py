@@ -6,7 +6,9 @@
   evaluation log (TOFU's eval_log_aggregated.json layout, or one the kit saved) as one JSON object;
 - `python -m kit sweep NOTEBOOK [--grid GRID.yaml] [-p NAME v1,v2]... [--jobs N]` runs a notebook
   once per parameter combination (kit.sweep); exit status 1 when a run failed; `--dry-run` checks
-  the notebook and grid and lists the runs;
+  the notebook and grid and lists the runs; `--executor slurm --partition P [--cpus --gpus --mem-gb
+  --time]` makes each run a Slurm job through submitit (kit.cluster; `submitit-local` runs them as
+  local jobs);
 - `python -m kit replicate [--families 0,1,2,3,4] [--seeds 0,1,2] [--models tiny,smollm2-135m]
   [--notebooks 04,05,...] [--threads N] [--collect]` runs the replication study (kit.replicate), resumable, and
   writes replicates.csv, findings.csv and FINDINGS.md (`--dry-run`: the units still to run).
@@ -42,6 +44,21 @@ def write_data() -> list[str]:
     return written + [str(idk.relative_to(DATA_DIR.parent))]
 
 
+def _cluster_options(parser) -> None:
+    """--executor and a job's resources (kit.cluster), shared by sweep and replicate."""
+    parser.add_argument("--executor", default="local", help="local (default), slurm or submitit-local: one job per run")
+    parser.add_argument("--partition", help="Slurm partition")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs per job (and torch threads per run)")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs per job")
+    parser.add_argument("--mem-gb", type=float, default=16, help="memory per job in GB")
+    parser.add_argument("--time", type=int, default=120, help="time limit per job in minutes")
+
+
+def _resources(args):
+    from kit.cluster import Resources
+    return Resources(cpus=args.cpus, gpus=args.gpus, mem_gb=args.mem_gb, time_min=args.time, partition=args.partition)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +78,7 @@ def main(argv=None) -> None:
     sw.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     sw.add_argument("--timeout", type=float, help="seconds any one cell may take")
     sw.add_argument("--dry-run", action="store_true", help="check the notebook and grid, list the runs, run nothing")
+    _cluster_options(sw)
     rep = sub.add_parser("replicate", help="the replication study: claims over tiny families, run seeds and models")
     rep.add_argument("--families", default="0,1,2,3,4", help="tiny families (comma-separated seeds)")
     rep.add_argument("--seeds", default="0,1,2", help="run seeds per family / model")
@@ -70,6 +88,7 @@ def main(argv=None) -> None:
     rep.add_argument("--threads", type=int, help="CPU threads per notebook run (default: all cores)")
     rep.add_argument("--collect", action="store_true", help="only rewrite findings.csv and FINDINGS.md")
     rep.add_argument("--dry-run", action="store_true", help="list the units still to run, run nothing")
+    _cluster_options(rep)
     args = parser.parse_args(argv)
     if args.command == "data":
         for path in write_data():
@@ -92,12 +111,14 @@ def main(argv=None) -> None:
         except EvaluationError as err:
             parser.exit(2, f"error: {err}\n")
     elif args.command == "sweep":
+        from kit.cluster import ClusterError, check
         from kit.sweep import SweepError, check_parameters, combinations, parse_values, read_grid, sweep
         try:
             grid = read_grid(args.grid) if args.grid else {}
             grid.update({name: parse_values(values) for name, values in args.param})
             if not grid:
                 raise SweepError("Nothing to sweep: give --grid GRID.yaml or -p NAME v1,v2.")
+            check(args.executor, _resources(args))
             if args.dry_run:
                 notebook = Path(args.notebook)
                 if notebook.suffix != ".ipynb" or not notebook.is_file():
@@ -106,8 +127,9 @@ def main(argv=None) -> None:
                 for combo in combinations(grid):
                     print(json.dumps(combo))
                 return
-            result = sweep(args.notebook, grid, args.out, args.jobs, args.timeout)
-        except SweepError as err:
+            result = sweep(args.notebook, grid, args.out, args.jobs, args.timeout, executor=args.executor,
+                           resources=_resources(args))
+        except (SweepError, ClusterError) as err:
             parser.exit(2, f"error: {err}\n")
         if result.failed:
             parser.exit(1)
@@ -118,6 +140,11 @@ def main(argv=None) -> None:
         except ValueError:
             parser.exit(2, f"error: --families and --seeds take comma-separated whole numbers, got "
                            f"{args.families!r} / {args.seeds!r}\n")
+        from kit.cluster import ClusterError, check
+        try:
+            check(args.executor, _resources(args))
+        except ClusterError as err:
+            parser.exit(2, f"error: {err}\n")
         try:
             units = replicate.plan(ints[0], ints[1], [m for m in args.models.split(",") if m],
                                    [n for n in args.notebooks.split(",") if n] or None)
@@ -134,7 +161,8 @@ def main(argv=None) -> None:
         if args.collect:
             table = replicate.write(replicate.read(replicate.ROOT / "replicates.csv"))
         else:
-            table = replicate.run(units, threads=args.threads, timeout=args.timeout)
+            table = replicate.run(units, threads=args.threads, timeout=args.timeout, executor=args.executor,
+                                  resources=_resources(args))
         print(table[["claim", "model", "n", "mean", "low", "high", "verdict"]].to_string(index=False))
 
 

@@ -184,29 +184,46 @@ def write(rows: pd.DataFrame, folder: Path = ROOT) -> pd.DataFrame:
 
 
 def run(units: list[Unit], folder: Path = ROOT, threads: int | None = None, timeout: float | None = None,
-        log=print) -> pd.DataFrame:
-    """Run every unit not yet in `folder/replicates.csv`, appending its rows as soon as it finishes."""
+        log=print, executor: str = "local", resources=None) -> pd.DataFrame:
+    """Run every unit not yet in `folder/replicates.csv`, appending its rows as soon as it finishes.
+
+    Locally the units run one after the other; with a cluster executor (kit.cluster) every unit
+    is submitted at once, one job each, and its rows are appended as its job ends."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     from kit.sweep import sweep
     path = folder / "replicates.csv"
     rows = read(path)
     todo = [u for u in units if not done(u, rows)]
     log(f"replication study: {len(units)} units, {len(units) - len(todo)} already in {path.name}, {len(todo)} to run")
-    for i, unit in enumerate(todo, 1):
+    lock = threading.Lock()
+
+    def one(i: int, unit: Unit) -> None:
         log(f"[{i}/{len(todo)}] {unit.notebook} on {unit.model}"
             f"{f' family {unit.family}' if unit.family is not None else ''}, seeds {list(unit.seeds)}")
         out = folder / "runs" / "replicate" / unit.notebook
         result = sweep(NOTEBOOKS_DIR / f"{unit.notebook}.ipynb", {k: [v] for k, v in unit.params().items()},
-                       out, timeout=timeout, log=lambda *_: None, threads=threads)
+                       out, timeout=timeout, log=lambda *_: None, threads=threads, executor=executor, resources=resources)
         r = result.runs[0]
         if r.status == "failed":
-            log(f"  failed at {r.cell}: {r.error} (kept in {out / '.failed' / r.run})")
-            continue
+            log(f"  {unit.notebook}: failed at {r.cell}: {r.error} (kept in {out / '.failed' / r.run})")
+            return
         found = list((out / r.run).glob(f"runs/*/results/{unit.notebook}.json"))
         if not found:
             log(f"  {unit.notebook} recorded no results; skipped")
-            continue
-        rows = pd.concat([read(path), observations(unit, found[0])], ignore_index=True)
-        write_atomic(path, rows.to_csv(index=False))
-        write(rows, folder)
-        log(f"  done in {r.seconds:.0f} s; {len(rows)} observations in {path.name}")
+            return
+        new = observations(unit, found[0])
+        with lock:                                  # units finishing together append one at a time
+            table = pd.concat([read(path), new], ignore_index=True)
+            write_atomic(path, table.to_csv(index=False))
+            write(table, folder)
+        log(f"  {unit.notebook} done in {r.seconds:.0f} s; {len(table)} observations in {path.name}")
+
+    if executor == "local":
+        for i, unit in enumerate(todo, 1):
+            one(i, unit)
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+            list(pool.map(lambda args: one(*args), enumerate(todo, 1)))
     return write(read(path), folder)

@@ -248,8 +248,9 @@ def _write_atomic(table: pd.DataFrame, path: Path) -> None:
 
 # ---------------------------------------------------------------- the sweep
 def sweep(notebook: str | Path, grid: dict[str, list], out: str | Path | None = None, jobs: int = 1,
-          timeout: float | None = None, log=print, threads: int | None = None) -> Sweep:
-    """Run `notebook` once per combination of `grid`, `jobs` processes at a time.
+          timeout: float | None = None, log=print, threads: int | None = None, executor: str = "local",
+          resources=None) -> Sweep:
+    """Run `notebook` once per combination of `grid`, `jobs` processes at a time (or as cluster jobs).
 
     Args:
         notebook: an .ipynb with a cell tagged `parameters`.
@@ -258,6 +259,9 @@ def sweep(notebook: str | Path, grid: dict[str, list], out: str | Path | None = 
         jobs: runs at a time; each gets cpu_count // jobs threads.
         timeout: seconds any one cell may run (papermill's execution timeout).
         threads: CPU threads per run (default cpu_count // jobs); 1 leaves the other cores to other work.
+        executor: "local" (this machine's processes), "slurm" or "submitit-local": one submitit job
+            per run, all submitted at once (kit.cluster); `jobs` is then the scheduler's business.
+        resources: kit.cluster.Resources of each job (CPUs, GPUs, memory, time, partition).
     Returns:
         Sweep(folder, runs, table); the table is also written as summary.csv / summary.parquet.
     """
@@ -272,12 +276,17 @@ def sweep(notebook: str | Path, grid: dict[str, list], out: str | Path | None = 
     out.mkdir(parents=True, exist_ok=True)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise SweepError(f"threads must be a positive integer, got {threads!r}.")
+    if executor != "local":
+        from kit.cluster import Resources, check
+        resources = resources or Resources()
+        check(executor, resources)
+        threads = resources.cpus
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    log(f"{notebook.name}: {len(combos)} runs into {out} ({jobs} at a time, {threads} threads each)")
+    where = f"{jobs} at a time" if executor == "local" else f"one {executor} job each"
+    log(f"{notebook.name}: {len(combos)} runs into {out} ({where}, {threads} threads each)")
     results = []
 
-    def one(params):
-        result = _execute(notebook, params, out, threads, timeout)
+    def report(params, result):
         results.append(result)
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
         extra = f" at {result.cell}: {result.error}" if result.status == "failed" else ""
@@ -285,8 +294,21 @@ def sweep(notebook: str | Path, grid: dict[str, list], out: str | Path | None = 
             f"{f' in {result.seconds:.0f} s' if result.seconds else ''} ({shown}){extra}")
         return result
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        runs = list(pool.map(one, combos))
+    if executor == "local":
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            runs = list(pool.map(lambda p: report(p, _execute(notebook, p, out, threads, timeout)), combos))
+    else:
+        from kit.cluster import make_executor, run_jobs
+
+        def as_run(params, result):            # a job the scheduler killed is a failed run
+            if isinstance(result, RunResult):
+                return result
+            last = [ln for ln in str(result).strip().splitlines() if ln.strip()] or [type(result).__name__]
+            return RunResult(run_id(notebook, params), params, "failed", 0.0, f"({executor} job)", last[-1][:500])
+        ex = make_executor(executor, out / ".submitit", resources, name=f"kit-{notebook.stem}")
+        done = run_jobs(ex, _execute, [(notebook, p, out, threads, timeout) for p in combos],
+                        on_done=lambda i, r: report(combos[i], as_run(combos[i], r)))
+        runs = [as_run(p, r) for p, r in zip(combos, done)]
     table = collect(out)
     if len(table):                                          # this sweep's runs, in the grid's order
         order = {r.run: i for i, r in enumerate(runs)}

@@ -116,3 +116,47 @@ def test_threads_per_run_must_be_positive(tmp_path):
     nb = _probe_notebook(tmp_path)
     with pytest.raises(SweepError, match="threads must be a positive integer, got 0"):
         sweep(nb, {"X": [1]}, tmp_path / "out", threads=0)
+
+
+@pytest.mark.slow
+def test_a_sweep_through_submitits_local_executor_keeps_the_semantics(tmp_path):
+    """Two runs as submitit jobs (its local executor stands in for Slurm): same folders, summary,
+    resumption and failure isolation as a local sweep."""
+    from kit.cluster import Resources
+    nb, out = _probe_notebook(tmp_path), tmp_path / "out"
+    said = []
+    first = sweep(nb, {"X": [2], "WORD": ["ok", "boom"]}, out, executor="submitit-local",
+                  resources=Resources(cpus=1, time_min=5), log=said.append)
+    assert sorted(r.status for r in first.runs) == ["done", "failed"], said
+    ok = next(r for r in first.runs if r.status == "done")
+    assert json.loads((out / ok.run / "runs/default/results/probe.json").read_text())["square"] == 4
+    assert first.failed[0].error == "ValueError: boom requested with X=2"
+    assert list((out / ".submitit").iterdir()) and "one submitit-local job each" in said[0]
+    assert len(pd.read_csv(out / "summary.csv")) == 2
+    again = sweep(nb, {"X": [2], "WORD": ["ok"]}, out, executor="submitit-local", resources=Resources(cpus=1),
+                  log=lambda *_: None)
+    assert [r.status for r in again.runs] == ["skipped"]
+
+
+def test_cluster_options_are_checked_before_anything_is_submitted(tmp_path):
+    from kit.cluster import ClusterError, Resources
+    nb = _probe_notebook(tmp_path)
+    with pytest.raises(ClusterError, match="Unknown executor 'pbs'; use one of local, submitit-local, slurm"):
+        sweep(nb, {"X": [1]}, tmp_path / "out", executor="pbs")
+    with pytest.raises(ClusterError, match="needs a partition: pass --partition"):
+        sweep(nb, {"X": [1]}, tmp_path / "out", executor="slurm", resources=Resources())
+    with pytest.raises(ClusterError, match="cpus must be a positive integer, got 0"):
+        sweep(nb, {"X": [1]}, tmp_path / "out", executor="submitit-local", resources=Resources(cpus=0))
+    cli = subprocess.run([sys.executable, "-m", "kit", "sweep", str(nb), "-p", "X", "1", "--executor", "slurm"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and "needs a partition" in cli.stderr
+
+
+@pytest.mark.slow
+def test_a_job_that_dies_without_a_result_is_returned_as_its_error(tmp_path):
+    import os
+
+    from kit.cluster import Resources, make_executor, run_jobs
+    ex = make_executor("submitit-local", tmp_path, Resources(cpus=1, time_min=2))
+    results = run_jobs(ex, os._exit, [(3,)])                  # the process ends before any result exists
+    assert isinstance(results[0], Exception), results                  # kit.sweep turns it into a failed run
