@@ -23,6 +23,7 @@ norms and the output head on request. Parameters that are not eligible are not u
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -292,4 +293,6 @@ def lora(model, rank: int = 8, alpha: float = 16.0, target_modules=None, dropout
         target_modules = sorted({n.rsplit(".", 2)[-2] for n in eligible(model, ("attn", "mlp")) if n.endswith(".weight")})
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=dropout,
                         bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():    # peft reads transformers' deprecated is_gradient_checkpointing (peft 0.21,
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)   # transformers 5.24); not the kit's call to fix

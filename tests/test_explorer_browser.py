@@ -110,15 +110,17 @@ def test_explorer_runs_in_jupyterlab_and_its_widgets_update_the_views(lab):
         _wait_idle(url, token, 60)
         page.click(".lm-MenuBar-item:has-text('Run')")
         page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
-        status = page.locator(".widget-html:has-text('showing:')")
+        status = page.locator(".widget-html:has-text('move a control')")
         status.wait_for(timeout=240_000)
-        assert "run=ga step=10 " in status.inner_text()
+        assert "run=ga step=10 " in status.inner_text()                # the static view above is that one
         _wait_idle(url, token, 240)
         assert page.locator(".jp-OutputArea-output:has-text('Traceback')").count() == 0
+        static = page.locator(".jp-OutputArea-output img").first
+        static.scroll_into_view_if_needed()
+        before_png = static.screenshot(path=str(folder / "explorer_before.png"))
+        before_img = static.get_attribute("src")
         area = page.locator(".widget-vbox").first
         area.scroll_into_view_if_needed()
-        before_png = area.screenshot(path=str(folder / "explorer_before.png"))
-        before_img = area.locator("img").first.get_attribute("src")
 
         page.locator(".widget-dropdown select").first.select_option("npo")     # move one widget
         page.wait_for_function("() => [...document.querySelectorAll('.widget-html')].some("
