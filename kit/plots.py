@@ -28,6 +28,7 @@ COLORS = {
     # retain regularisers (notebook 07)
     "none": "#d62728", "nll": "#1f77b4", "kl": "#2ca02c",
 }
+_GROUPS = ["#54278f", "#2c7fb8", "#31a354", "#fe9929", "#d7301f"]   # embed -> lm: purple, blue, green, orange, red
 _SPARE = ["#e7ba52", "#843c39", "#5254a3", "#637939", "#d6616b", "#3182bd", "#31a354", "#756bb1"]
 
 
@@ -47,13 +48,17 @@ def palette(names) -> dict[str, str]:
 
 
 def group_palette(groups) -> dict[str, str]:
-    """{group: colour} for parameter groups in network order (kit.geffect.group_order): a
-    sequential scale from the embeddings (dark) to the head (light); `tied_cross`, the cross
-    terms of a tied embedding, is grey."""
+    """{group: colour} for parameter groups in network order (kit.geffect.group_order): the
+    paper's five groups get five distinct hues from purple (embeddings) to red (head), finer
+    schemes a continuous scale; `tied_cross`, the cross terms of a tied embedding, is grey."""
     import matplotlib as mpl
     ordered = [g for g in dict.fromkeys(groups) if g not in ("tied_cross", "total")]
-    cmap = mpl.colormaps["viridis"]
-    out = {g: mpl.colors.to_hex(cmap(i / max(len(ordered) - 1, 1) * 0.9)) for i, g in enumerate(ordered)}
+    if len(ordered) <= len(_GROUPS):     # the paper's five groups: distinct hues in network order
+        picks = np.linspace(0, len(_GROUPS) - 1, len(ordered)).round().astype(int) if len(ordered) > 1 else [0]
+        out = {g: _GROUPS[i] for g, i in zip(ordered, picks)}
+    else:                                # one colour per block: a continuous scale
+        cmap = mpl.colormaps["turbo"]
+        out = {g: mpl.colors.to_hex(cmap(0.05 + 0.9 * i / (len(ordered) - 1))) for i, g in enumerate(ordered)}
     return {**out, "tied_cross": "#9e9e9e", "total": "#000000"}
 
 
@@ -96,17 +101,20 @@ def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
 
 def log_axis(axis, values) -> None:
     """A log scale on one axis (`ax.xaxis` or `ax.yaxis`), labelled in plain numbers whatever the
-    range: within a decade, about five evenly spaced ticks; over one or two decades, the decades
-    and their 2 and 5 multiples; wider, the decades only."""
+    range: within a factor 3, about five evenly spaced ticks; up to two decades, 1, 2, 3 and 5
+    times each power of 10; wider, the decades only."""
     import matplotlib.ticker as mticker
     values = np.asarray([v for v in np.ravel(values) if np.isfinite(v) and v > 0], dtype=float)
     if not values.size:
         return
     axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
     lo, hi = values.min(), values.max()
-    if hi < 10 * lo:
+    if hi < 3 * lo:
         ticks = [t for t in mticker.MaxNLocator(nbins=5).tick_values(lo, hi) if lo / 1.15 <= t <= hi * 1.15 and t > 0]
         axis.set_major_locator(mticker.FixedLocator(ticks))
+        axis.set_minor_locator(mticker.NullLocator())
+    elif hi < 100 * lo:
+        axis.set_major_locator(mticker.LogLocator(base=10, subs=(1, 2, 3, 5)))
         axis.set_minor_locator(mticker.NullLocator())
     else:
         axis.set_major_locator(mticker.LogLocator(base=10))

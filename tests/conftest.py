@@ -35,6 +35,13 @@ def random_model(_tokenizer):
 
 
 @pytest.fixture
+def new_random_model():
+    """make_random_model itself, for a test that needs several fresh models (import it through
+    this fixture: two conftest.py files, tests/ and notebooks/, make `from conftest import` ambiguous)."""
+    return make_random_model
+
+
+@pytest.fixture
 def cache(tmp_path, monkeypatch):
     """An empty kit cache for this test."""
     monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path / "cache"))

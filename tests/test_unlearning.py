@@ -112,20 +112,18 @@ def test_paper_configs_by_name():
         UnlearnConfig.paper("npo+l2")
 
 
-def test_same_seed_gives_the_same_run_g_effects_and_metrics(tiny_tokenizer, tmp_path):
+def test_same_seed_gives_the_same_run_g_effects_and_metrics(tiny_tokenizer, tmp_path, new_random_model):
     """Determinism: two runs from the same seed agree bit for bit (weights, G-effects, scores)."""
-    from conftest import make_random_model
-
     from kit import geffect
     from kit.evaluation import answer_scores
     results = []
     for attempt in range(2):
-        model = make_random_model(tiny_tokenizer)
+        model = new_random_model(tiny_tokenizer)
         config = UnlearnConfig(objective="npo", hparams={"beta": 0.5}, regularizer="nll", epochs=2, lr=1e-2,
                                batch_size=4, seed=3)
         run = unlearn(model, tiny_tokenizer, FORGET, RETAIN, config)
         effects = geffect.g_effect(run.model, tiny_tokenizer, "npo", FORGET, RETAIN, hparams={"beta": 0.5},
-                                   ref=make_random_model(tiny_tokenizer))
+                                   ref=new_random_model(tiny_tokenizer))
         results.append((torch.cat([p.detach().flatten() for p in run.model.parameters()]),
                         effects[["e_u", "e_r"]].to_numpy(), answer_scores(run.model, tiny_tokenizer, FORGET)["nll"].to_numpy()))
     assert torch.equal(results[0][0], results[1][0])
