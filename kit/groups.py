@@ -154,6 +154,10 @@ def group_sizes(model, scheme: str = "paper") -> "pd.DataFrame":
     if is_tied:
         sizes["lm"] = sizes.get("embed", 0)
     thirds = dict(zip(["shallow", "middle", "deep"], np.array_split(np.arange(_n_blocks(model)), 3)))
-    span = lambda g: f"{thirds[g][0]}-{thirds[g][-1]}" if scheme == "paper" and g in thirds and len(thirds[g]) else ""
+    def span(g):       # "0-9", or "2" for a third of one block
+        if scheme != "paper" or g not in thirds or not len(thirds[g]):
+            return ""
+        first, last = thirds[g][0], thirds[g][-1]
+        return f"{first}" if first == last else f"{first}-{last}"
     return pd.DataFrame([{"group": g, "parameters": sizes.get(g, 0), "blocks": span(g), "tied embeddings": is_tied}
                          for g in group_order(model, scheme)])
