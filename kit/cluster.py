@@ -74,19 +74,14 @@ def run_jobs(executor, function, calls: list[tuple], on_done=None) -> list:
     """
     import submitit
     jobs = [executor.submit(function, *args) for args in calls]
+    index = {id(job): i for i, job in enumerate(jobs)}
     results: list = [None] * len(jobs)
-    pending = dict(enumerate(jobs))
-    while pending:
-        for i, job in list(pending.items()):
-            if job.done():
-                try:
-                    results[i] = job.result()
-                except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedJobError) as err:
-                    results[i] = err
-                del pending[i]
-                if on_done:
-                    on_done(i, results[i])
-        if pending:
-            import time
-            time.sleep(1.0)
+    for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
+        i = index[id(job)]
+        try:
+            results[i] = job.result()
+        except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedJobError) as err:
+            results[i] = err
+        if on_done:
+            on_done(i, results[i])
     return results

@@ -119,7 +119,7 @@ def log_axis(axis, values) -> None:
     else:
         axis.set_major_locator(mticker.LogLocator(base=10))
         axis.set_minor_locator(mticker.LogLocator(base=10, subs=(2, 5)))
-        axis.set_minor_formatter(mticker.FormatStrFormatter("%g") if hi < 100 * lo else mticker.NullFormatter())
+        axis.set_minor_formatter(mticker.NullFormatter())
     axis.set_major_formatter(mticker.FormatStrFormatter("%g"))
 
 
