@@ -4,8 +4,8 @@
     python -m kit replicate --families 0,1 --notebooks 05     # a part of it
     python -m kit replicate --collect                        # only rewrite the findings
 
-One *unit* is one notebook run on one tiny family (or one pretrained model) with every run seed
-in `--seeds`; it goes through `kit.sweep` (papermill in its own process, atomic, isolated), and
+One *unit* is one notebook run on one tiny family with every run seed in `--seeds`, or on one
+pretrained model with one run seed; it goes through `kit.sweep` (papermill in its own process, atomic, isolated), and
 the claims it measured (`kit.record(..., observations=...)`) are appended to `replicates.csv`,
 one row per claim and replicate, with the weights' fingerprint, the machine and the versions.
 A unit whose rows are already there is skipped, so the study resumes after an interruption, and
@@ -79,7 +79,9 @@ def plan(families=range(5), seeds=(0, 1, 2), models=("tiny", "smollm2-135m"), no
         units += [Unit(NOTEBOOKS[k], "tiny", int(f), seeds) for f in families for k in keys]
     for model in models:
         if model != "tiny":
-            units += [Unit(NOTEBOOKS[k], model, None, seeds) for k in PRETRAINED[model] if k in keys]
+            # one unit per run seed: a pretrained unit takes tens of minutes on CPU, and an
+            # interruption should lose one seed's work, not the notebook's
+            units += [Unit(NOTEBOOKS[k], model, None, (s,)) for k in PRETRAINED[model] if k in keys for s in seeds]
     return units
 
 

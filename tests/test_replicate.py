@@ -15,10 +15,11 @@ def test_the_plan_covers_tiny_families_then_the_pretrained_notebooks():
     tiny = [u for u in units if u.model == "tiny"]
     assert len(tiny) == 2 * len(replicate.NOTEBOOKS) and {u.family for u in tiny} == {0, 1}
     smol = [u for u in units if u.model == "smollm2-135m"]
-    assert [u.notebook[:2] for u in smol] == replicate.PRETRAINED["smollm2-135m"] and all(u.family is None for u in smol)
+    assert [u.notebook[:2] for u in smol] == [k for k in replicate.PRETRAINED["smollm2-135m"] for _ in range(3)]
+    assert all(u.family is None for u in smol) and [u.seeds for u in smol[:3]] == [(0,), (1,), (2,)]  # a unit per seed
     assert tiny[0].params() == {"TINY_SEEDS": [0], "SEEDS": [0, 1, 2], "RUN_TAG": "replicate"}
-    p = smol[0].params()      # the notebook's smollm2 parameter file, with the study's seeds
-    assert p["MODEL"] == "smollm2-135m" and p["SEEDS"] == [0, 1, 2] and p["RUN_TAG"] == "replicate"
+    p = smol[1].params()      # the notebook's smollm2 parameter file, with the unit's seed
+    assert p["MODEL"] == "smollm2-135m" and p["SEEDS"] == [1] and p["RUN_TAG"] == "replicate"
     assert smol[0].params()["FORGET_ITEMS"] > 0                               # the seed draws the items it forgets
     assert smol[-1].params()["OBJECTIVES"] == ["ga", "gd", "npo"]             # 08: only what its claims compare
     with pytest.raises(ReplicateError, match="Unknown notebook '11'"):
