@@ -1,6 +1,6 @@
 """How much faster is kit.tofu's evaluation than the straightforward per-item loop, and is it exact?
 
-Per model, on the same items (TOFU's four splits plus a holdout split for MIA), two jobs:
+Per model, on the same items (TOFU's four splits plus a holdout split for MIA), three jobs:
   (a) kit     kit.tofu.score_items: the head all prompts share (a chat template's system prompt)
               runs once, each distinct prompt once after it, and all its answers (gold,
               paraphrased, 5 perturbed) continue from its key/value cache in batches, with the
@@ -8,7 +8,9 @@ Per model, on the same items (TOFU's four splits plus a holdout split for MIA), 
               left padding after the shared head, finished answers leaving the batch;
   (b) loop    what a first implementation does: for each item, one forward pass per answer
               (full logits), then `generate` on that question alone (KV cache on, batch of one).
-Both feed the same aggregation (kit.tofu.aggregate). The bench reports the time ratio, the
+  (c) tofu    TOFU's own evaluator, batched as it batches (padded batches per answer kind with
+              full logits, one batched `generate` per batch of questions): the peer users run.
+All feed the same aggregation (kit.tofu.aggregate). The bench reports the time ratio, the
 largest relative difference (to max(|value|, 1)) in any per-item loss and summary number, and
 how many greedy answers differ. Both run in fp32, where matrix products of different shapes
 round differently; so the first N_EXACT items of each split are also scored by the loop on an
@@ -86,6 +88,52 @@ def _loop_items(model, tok, splits: dict) -> pd.DataFrame:
     return items
 
 
+@torch.no_grad()
+def _batched_items(model, tok, splits: dict, batch_size: int = 16, max_new_tokens: int = MAX_NEW_TOKENS) -> pd.DataFrame:
+    """TOFU's own evaluator, batched the way it batches: per split, batches of questions; for each
+    answer kind (gold, paraphrased, the perturbed ones flattened into one batch) a right-padded
+    forward pass with full logits and the per-item mean token NLL; one greedy `generate` per batch
+    of left-padded questions. The peer a user would otherwise run."""
+    from kit.data import encode_qa, pad_batch, prompt_ids, resolve_template
+    from kit.tofu import _rouge
+    template = resolve_template(tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def losses(questions, answers):
+        batch = pad_batch([encode_qa(tok, q, a, template) for q, a in zip(questions, answers)], pad)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+        return (nll.sum(1) / (labels != -100).sum(1)).tolist()
+
+    rows = []
+    for role, records in splits.items():
+        for start in range(0, len(records), batch_size):
+            chunk = records[start:start + batch_size]
+            qs = [r["question"] for r in chunk]
+            part = [{"split": role, "index": start + i, "question": q, "gold": r["answer"]}
+                    for i, (q, r) in enumerate(zip(qs, chunk))]
+            for row, loss in zip(part, losses(qs, [r["answer"] for r in chunk])):
+                row["avg_gt_loss"] = loss
+            if role != "holdout":
+                para = [r["paraphrased_answer"] if role in ("forget", "retain") else r["answer"] for r in chunk]
+                for row, loss in zip(part, losses(qs, para)):
+                    row["avg_paraphrased_loss"] = loss
+                k = len(chunk[0]["perturbed_answer"])
+                flat = losses([q for q in qs for _ in range(k)], [a for r in chunk for a in r["perturbed_answer"]])
+                for i, row in enumerate(part):
+                    row["average_perturb_loss"] = flat[i * k:(i + 1) * k]
+            prompts = pad_batch([{"input_ids": prompt_ids(tok, q, template)} for q in qs], pad, side="left")
+            out = model.generate(**prompts, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+                                 eos_token_id=tok.eos_token_id)
+            for row, o in zip(part, out):
+                row["generated"] = tok.decode(o[prompts["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            rows += part
+    items = pd.DataFrame(rows)
+    items["rouge1_recall"], items["rougeL_recall"] = _rouge(list(items["gold"]), list(items["generated"]))
+    return items
+
+
 def _loss_diff(mine: pd.DataFrame, other: pd.DataFrame) -> float:
     """Largest relative difference (to max(|value|, 1)) between two item tables' losses."""
     def rel(a, b):
@@ -112,6 +160,9 @@ def bench(model_name: str, n_small: int) -> dict:
     start = time.perf_counter()
     slow = _loop_items(model, tok, splits)
     t_loop = time.perf_counter() - start
+    start = time.perf_counter()
+    peer = _batched_items(model, tok, splits)
+    t_peer = time.perf_counter() - start
 
     # exact losses: the per-item loop on an fp64 copy of the model, for the first items of each split
     few = {role: recs[:N_EXACT] for role, recs in splits.items()}
@@ -120,6 +171,7 @@ def bench(model_name: str, n_small: int) -> dict:
         return pd.concat([items[items.split == role].head(N_EXACT) for role in few], ignore_index=True)
     loss_diff = _loss_diff(fast, slow)
     kit_exact, loop_exact = _loss_diff(first(fast), exact), _loss_diff(first(slow), exact)
+    peer_diff, peer_exact = _loss_diff(fast, peer), _loss_diff(first(peer), exact)
     scored, ref = fast[fast.split != "holdout"], slow[slow.split != "holdout"]
     a, b = tofu.aggregate(scored), tofu.aggregate(ref)
     summary_diff = max(abs(a[k] - b[k]) / max(abs(b[k]), 1.0) for k in a)
@@ -128,11 +180,16 @@ def bench(model_name: str, n_small: int) -> dict:
     print(f"  {'job':<6}{'seconds':>10}{'x kit':>8}")
     print(f"  {'kit':<6}{t_kit:>10.2f}{1:>8.2f}")
     print(f"  {'loop':<6}{t_loop:>10.2f}{t_loop / t_kit:>8.2f}")
+    print(f"  {'tofu':<6}{t_peer:>10.2f}{t_peer / t_kit:>8.2f}   (TOFU's evaluator, batched)")
     print(f"  largest relative difference: per-item loss {loss_diff:.2e}, summary number {summary_diff:.2e}; "
           f"{differing} of {n_items} greedy answers differ")
-    print(f"  against fp64 losses ({len(exact)} items): kit {kit_exact:.2e}, loop {loop_exact:.2e}")
+    print(f"  batched TOFU evaluator against kit: per-item loss {peer_diff:.2e}; "
+          f"{int((fast['generated'] != peer['generated']).sum())} of {n_items} greedy answers differ")
+    print(f"  against fp64 losses ({len(exact)} items): kit {kit_exact:.2e}, loop {loop_exact:.2e}, tofu {peer_exact:.2e}")
     return {"model": model_name, "items": n_items, "kit_seconds": round(t_kit, 3), "loop_seconds": round(t_loop, 3),
-            "loop_over_kit": round(t_loop / t_kit, 2), "max_loss_rel_diff": float(loss_diff),
+            "loop_over_kit": round(t_loop / t_kit, 2),
+            "tofu_seconds": round(t_peer, 3), "tofu_over_kit": round(t_peer / t_kit, 2), "tofu_vs_kit": peer_diff,
+            "tofu_vs_fp64": peer_exact, "max_loss_rel_diff": float(loss_diff),
             "kit_vs_fp64": kit_exact, "loop_vs_fp64": loop_exact,
             "max_summary_rel_diff": float(summary_diff), "differing_generations": differing}
 

@@ -10,7 +10,7 @@ Per model, on the same 16 forget and 16 retain items, three jobs:
               forward pass: 2 forward + 3 backward, that pass's activations kept longer);
   (c) ref     a straightforward re-implementation of the published protocol: four forward and
               four backward passes per micro-batch, three full gradient copies (kept in fp32),
-              smoothed by an EMA (0.6 old, 0.4 new), dot products at the end; full logits,
+              smoothed by an EMA (0.6 old, 0.4 new, updated in place), dot products at the end; full logits,
               as the published code computes them.
 Each job runs in its own process (so peak memory can be compared), timed as the median of
 several repetitions after a warm-up. Extra memory is the peak RSS above the AdamW step and above
@@ -74,27 +74,31 @@ def job_probe(model, tok, forget, retain, reuse_forward=False):
     return lambda: geffect.g_effect(model, tok, "ga", forget, retain, batch_size=N_ITEMS, reuse_forward=reuse_forward)
 
 
-def job_ref(model, tok, forget, retain):
+def job_ref(model, tok, forget, retain, copies=torch.float32):
     """Four passes per micro-batch (training loss, then objective, forget risk and retain risk
-    again for the probe), three fp32 gradient copies with an EMA, dot products at the end."""
+    again for the probe), three gradient copies (fp32 as published; `copies=torch.bfloat16` where
+    three fp32 copies do not fit) with an EMA updated in place, dot products at the end."""
     fb, rb = _batch(tok, forget, "cpu"), _batch(tok, retain, "cpu")
     params = [p for p in model.parameters() if p.requires_grad]
     ema = {}
 
-    def grads_of(loss):
+    def into(key, loss):
         loss.backward()
-        out = [p.grad.detach().float().cpu().clone() for p in params]
+        if key is not None:
+            if key not in ema:
+                ema[key] = [p.grad.detach().to(copies, copy=True) for p in params]
+            else:
+                for e, p in zip(ema[key], params):
+                    e.mul_(0.6).add_(p.grad.detach().to(copies), alpha=0.4)
         model.zero_grad(set_to_none=True)
-        return out
 
     def run():
-        grads_of(-_nll(model, fb, True))                            # the training step's own pass
-        fresh = {"L": grads_of(-_nll(model, fb, True)), "u": grads_of(_nll(model, fb, True)),
-                 "r": grads_of(_nll(model, rb, True))}
-        for key, gs in fresh.items():
-            ema[key] = gs if key not in ema else [0.6 * a + 0.4 * b for a, b in zip(ema[key], gs)]
-        e_u = sum(float((a * b).sum()) for a, b in zip(ema["u"], ema["L"]))
-        e_r = sum(float((a * b).sum()) for a, b in zip(ema["r"], ema["L"]))
+        into(None, -_nll(model, fb, True))                          # the training step's own pass
+        into("L", -_nll(model, fb, True))
+        into("u", _nll(model, fb, True))
+        into("r", _nll(model, rb, True))
+        e_u = sum(float((a.float() * b.float()).sum()) for a, b in zip(ema["u"], ema["L"]))
+        e_r = sum(float((a.float() * b.float()).sum()) for a, b in zip(ema["r"], ema["L"]))
         return e_u, e_r
     return run
 

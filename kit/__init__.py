@@ -25,7 +25,7 @@ _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["Scenario", "keep_known", "load_scenario"], "kit.scenario"),
 }
 _MODULES = ("attribution", "authors", "claims", "cluster", "data", "distributed", "evaluation", "explore", "facts",
-            "forward", "geffect", "gradstream", "groups", "mia", "models", "objectives", "paths", "plots", "probes",
+            "forward", "geffect", "gradstream", "groups", "mcq", "mia", "models", "objectives", "paths", "plots", "probes",
             "realworld", "replicate", "report", "rundir", "scenario", "sweep", "tofu", "train", "unlearning")
 __all__ = sorted(_HOME) + list(_MODULES)
 assert not set(_HOME) & set(_MODULES), "a public name must mean one thing: a function or a module, not both"

@@ -66,7 +66,7 @@ def _with_perturbed_aliases(splits: dict) -> dict:
 
 
 # ---------------------------------------------------------------- loading and validation
-def _read_records(path: Path) -> list[dict]:
+def read_records(path: Path) -> list[dict]:
     """A JSON list or JSON lines (TOFU ships JSON lines under `.json` names)."""
     text = path.read_text(encoding="utf-8").strip()
     if not text:
@@ -171,7 +171,7 @@ def load_split(name: str, source: str = "builtin") -> Dataset:
         if name not in files:
             raise DataError(f"No file for split {name!r} in {path}. Files found for splits: "
                             f"{', '.join(files) or 'none'} (expected {name}.json or {name}.jsonl).")
-        records, origin = _read_records(files[name]), str(files[name])
+        records, origin = read_records(files[name]), str(files[name])
     validate(records, name, origin)
     return Dataset.from_list(records)
 

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from kit.data import IGNORE, answer_ids, encode_qa, pad_batch, prompt_ids, resolve_template
+from kit.data import IGNORE, answer_ids, pad_batch, prompt_ids, resolve_template
 from kit.forward import answer_logits, cache_of, cached, fp32, keeps_logits
 
 
@@ -134,18 +134,28 @@ def score_pairs(model, tokenizer, questions: list[str], answers: list[str], *, t
     if len(questions) != len(answers):
         raise ValueError(f"score_pairs got {len(questions)} questions but {len(answers)} answers.")
     template = resolve_template(tokenizer, template)
-    pad = _pad_id(tokenizer)
     prompts = [prompt_ids(tokenizer, q, template) for q in questions]
     answer_tok = [answer_ids(tokenizer, a, template) for a in answers]
-    fits = all(len(p) + len(a) <= max_length for p, a in zip(prompts, answer_tok))
+    return score_tokens(model, prompts, answer_tok, pad=_pad_id(tokenizer), batch_size=batch_size,
+                        max_length=max_length, tokens=tokens, share_prompts=share_prompts, progress=progress)
+
+
+@torch.no_grad()
+def score_tokens(model, prompts: list[list[int]], answers: list[list[int]], *, pad: int, batch_size: int = 32,
+                 max_length: int = 512, tokens: bool = False, share_prompts: bool | None = None,
+                 progress: bool = False) -> pd.DataFrame:
+    """score_pairs on token ids: pair i is the continuation `answers[i]` after `prompts[i]`
+    (sequences longer than `max_length` are cut at the end); the same columns."""
+    fits = all(len(p) + len(a) <= max_length for p, a in zip(prompts, answers))
     if share_prompts is None:
         share_prompts = fits and len(set(map(tuple, prompts))) * 2 <= len(prompts)
     if share_prompts and fits:
-        batches = _shared_prompt_batches(model, prompts, answer_tok, pad, batch_size, tokens, progress)
+        batches = _shared_prompt_batches(model, prompts, answers, pad, batch_size, tokens, progress)
     else:
-        encoded = [encode_qa(tokenizer, q, a, template, max_length) for q, a in zip(questions, answers)]
+        encoded = [{"input_ids": (p + a)[:max_length], "labels": ([IGNORE] * len(p) + a)[:max_length]}
+                   for p, a in zip(prompts, answers)]
         batches = _flat_batches(model, encoded, pad, batch_size, tokens, progress)
-    out: list[dict] = [None] * len(questions)
+    out: list[dict] = [None] * len(prompts)
     for idx, cols, counts in batches:
         split = {k: torch.split(v.cpu(), counts) for k, v in cols.items()}
         for j, i in enumerate(idx):

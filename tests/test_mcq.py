@@ -1,0 +1,111 @@
+"""Multiple-choice scoring (kit.mcq): against an independent per-item computation of the same
+log-likelihoods, against lm-evaluation-harness itself, and the errors bad files cause."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kit import mcq
+from kit.mcq import MCQError
+
+ITEMS = [
+    {"question": "What colour is the sky on a clear day?", "choices": ["Blue", "Green", "Red", "Black"], "answer": 0},
+    {"question": "How many legs has a spider?", "choices": ["Six", "Eight", "Ten", "Four"], "answer": 1,
+     "subject": "biology"},
+    {"question": "Which is a prime number? ", "choices": ["9", "15", "7", "21"], "answer": 2},
+    {"question": "Water boils at sea level at", "choices": ["50 degrees", "100 degrees"], "answer": 1},
+    # longer than the random model's 128-token context: both keep the sequence's end
+    {"question": "Read this carefully. " * 12 + "Which word ends this question?",
+     "choices": ["question", "answer", "word", "this"], "answer": 0},
+]
+
+
+def _by_hand(model, tok, context: str, continuation: str) -> float:
+    """log p(continuation | context): the whole sequence in one unbatched pass with full logits."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    head = tok(context)["input_ids"]
+    tail = tok(context + continuation)["input_ids"][len(head):]
+    seq = (head + tail)[-(model.config.max_position_embeddings + 1):]
+    with torch.no_grad():
+        logits = model(torch.tensor([seq[:-1]])).logits[0].double()
+    logp = torch.log_softmax(logits, -1)[-len(tail):]
+    return float(logp.gather(-1, torch.tensor(tail)[:, None]).sum())
+
+
+@pytest.mark.parametrize("formulation", mcq.FORMULATIONS)
+def test_scores_equal_an_independent_per_item_computation(random_model, tiny_tokenizer, formulation):
+    table = mcq.score(random_model, tiny_tokenizer, ITEMS, formulation=formulation, batch_size=3)
+    assert len(table) == len(ITEMS) and list(table.n_choices) == [4, 4, 4, 2, 4]
+    for item, row in zip(ITEMS, table.itertuples()):
+        context, conts = mcq.requests(item, formulation, mcq.describe(item.get("subject", ""), formulation))
+        expected = [_by_hand(random_model, tiny_tokenizer, context, c) for c in conts]
+        assert np.allclose(row.loglik, expected, rtol=1e-5, atol=1e-4), (row.Index, row.loglik, expected)
+        assert row.pred == int(np.argmax(expected)) and row.correct == int(row.pred == item["answer"])
+        shown = mcq.LETTERS[:len(conts)] if formulation == "letters" else item["choices"]
+        assert row.pred_norm == int(np.argmax(np.array(expected) / [len(s) for s in shown]))
+    acc = mcq.accuracy(table, n_boot=500)
+    assert acc["low"] <= acc["accuracy"] <= acc["high"] and acc["chance"] == pytest.approx(np.mean([.25] * 4 + [.5]))
+
+
+def test_prompts_are_lm_evals():
+    context, conts = mcq.requests(ITEMS[0], "letters", mcq.describe("biology"))
+    assert context == ("The following are multiple choice questions (with answers) about biology.\n\n"
+                       "What colour is the sky on a clear day?\nA. Blue\nB. Green\nC. Red\nD. Black\nAnswer:")
+    assert conts == [" A", " B", " C", " D"]
+    context, conts = mcq.requests(ITEMS[0], "cloze", mcq.describe("high_school_biology", "cloze"))
+    assert context == ("The following are questions (with answers) about high school biology.\n\n"
+                       "Question: What colour is the sky on a clear day?\nAnswer:")
+    assert conts == [" Blue", " Green", " Red", " Black"]
+
+
+@pytest.mark.parametrize("formulation", mcq.FORMULATIONS)
+def test_matches_lm_evaluation_harness(random_model, tiny_tokenizer, tmp_path, formulation):
+    lm_eval = pytest.importorskip("lm_eval")          # a dev dependency: installed by `make test`
+    from lm_eval.models.huggingface import HFLM
+    items = [i for i in ITEMS if len(i["choices"]) == 4]
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps({k: i[k] for k in ("question", "choices", "answer")}) + "\n" for i in items))
+    text = ("{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:"
+            if formulation == "letters" else "Question: {{question.strip()}}\nAnswer:")
+    task = {"task": f"kit_{formulation}", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(path)}},
+            "test_split": "test", "output_type": "multiple_choice", "doc_to_text": text,
+            "doc_to_choice": ["A", "B", "C", "D"] if formulation == "letters" else "{{choices}}",
+            "doc_to_target": "answer", "description": mcq.describe("biology", formulation),
+            "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}]}
+    lm = HFLM(pretrained=random_model, tokenizer=tiny_tokenizer, batch_size=2)
+    out = lm_eval.simple_evaluate(model=lm, tasks=[task], log_samples=True, num_fewshot=0)
+    samples = sorted(out["samples"][f"kit_{formulation}"], key=lambda s: s["doc_id"])
+    assert len(samples) == len(items) == 4
+    choices = mcq.ChoiceSet("set", mcq.validate(items, "test"), str(path), subject="biology")
+    table = mcq.score(random_model, tiny_tokenizer, choices, formulation=formulation)
+    for sample, row in zip(samples, table.itertuples()):
+        theirs = [float(r[0][0]) for r in sample["resps"]]
+        assert np.allclose(row.loglik, theirs, rtol=1e-5, atol=1e-5), (row.loglik, theirs)
+        assert row.correct == sample["acc"] and row.correct_norm == sample["acc_norm"]
+
+
+def test_bad_files_name_the_file_row_and_key(tmp_path):
+    def write(name, rows):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    good = {"question": "q?", "choices": ["a", "b"], "answer": 1}
+    write("ok.jsonl", [good, {**good, "answer": "0"}])
+    loaded = mcq.load(str(tmp_path), subset="ok")
+    assert len(loaded) == 2 and loaded.items[1]["answer"] == 0 and loaded.name == "ok"
+    write("range.jsonl", [good, {**good, "answer": 2}])
+    with pytest.raises(MCQError, match=r"range.jsonl: row 1 key 'answer' must be the index .* 0 to 1 \(got 2\)"):
+        mcq.load(str(tmp_path / "range.jsonl"))
+    write("empty.jsonl", [{**good, "choices": []}])
+    with pytest.raises(MCQError, match=r"empty.jsonl: row 0 key 'choices' must be a list of at least 2"):
+        mcq.load(str(tmp_path / "empty.jsonl"))
+    write("missing.jsonl", [{"question": "q?", "choices": ["a", "b"]}])
+    with pytest.raises(MCQError, match=r"missing.jsonl: row 0 has no 'answer' key"):
+        mcq.load(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(MCQError, match="several sets"):
+        mcq.load(str(tmp_path))
+    with pytest.raises(MCQError, match="Unknown formulation 'mc1'"):
+        mcq.requests(good, "mc1")
+    with pytest.raises(MCQError, match="needs subset="):
+        mcq.load("cais/wmdp")
