@@ -73,8 +73,8 @@ def _nll_gradient(model, tokenizer, records, params: dict, reduce: str, batch_si
         raise AttributionError("Attribution got an empty split; it needs forget (and retain) items.")
     with untouched(model):                      # the caller's .grad and train/eval mode come back
         model.eval()
-        risk_backward(model, QADataset(records, tokenizer), tokenizer, batch_size,
-                       total=1 if reduce == "sum" else len(records))
+        data = QADataset(records, tokenizer)    # a document counts one item per chunk
+        risk_backward(model, data, tokenizer, batch_size, total=1 if reduce == "sum" else len(data))
         return {n: p.grad.float().clone() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
                 for n, p in params.items()}
 

@@ -8,6 +8,10 @@ Sources (same split names, same schema):
 - a directory of TOFU-format `<split>.json` / `.jsonl` files;
 - `"locuslab/TOFU"` (alias `"hf"`): `datasets.load_dataset` when a network is there.
 
+Documents are unlearning data too: a record with a `text` field (and no question) is split into
+chunks of `max_length` tokens with the loss on every token (WMDP's corpora; kit.corpora loads them),
+and goes wherever QA pairs go (datasets, objectives, regularisers, G-effect risks, attribution).
+
 Tokenisation follows TOFU: a prompt template per model (plain `Question: ...\\nAnswer:` for
 base models, the chat template for instruct models), loss labels only on answer tokens
 (prompt and padding are -100), one EOS appended to the answer. Right padding for training,
@@ -115,7 +119,11 @@ def validate(records: list[dict], split: str, origin: str) -> None:
     for row, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise DataError(f"{origin}: row {row} is {type(rec).__name__}, expected a JSON object "
-                            f"with keys {list(need)}.")
+                            f"with keys {list(need)} (or a 'text' document).")
+        if is_text(rec) and not _needs_perturbed(split):
+            if not isinstance(rec["text"], str) or not rec["text"].strip():
+                raise DataError(f"{origin}: row {row} key 'text' must be a non-empty string.")
+            continue
         for key in need:
             if key not in rec:
                 raise DataError(f"{origin}: row {row} has no {key!r} key (it has {sorted(rec)}); "
@@ -128,6 +136,11 @@ def validate(records: list[dict], split: str, origin: str) -> None:
                 and all(isinstance(a, str) for a in rec["perturbed_answer"])):
             raise DataError(f"{origin}: row {row} key 'perturbed_answer' must be a non-empty "
                             "list of strings.")
+
+
+def is_text(record: dict) -> bool:
+    """A document (`text`, the loss on every token) rather than a question-answer pair."""
+    return record.get("text") is not None and record.get("question") is None
 
 
 def _needs_perturbed(split: str) -> bool:
@@ -206,6 +219,14 @@ def answer_ids(tokenizer, answer: str, template: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
 
+def encode_text(tokenizer, text: str, max_length: int = 512) -> list[dict]:
+    """A document as examples: consecutive chunks of up to `max_length` tokens (the tokenizer's
+    special tokens on the first), labels on every token; a one-token tail predicts nothing and is dropped."""
+    ids = tokenizer(text, verbose=False)["input_ids"]
+    chunks = [ids[i:i + max_length] for i in range(0, len(ids), max_length)]
+    return [{"input_ids": c, "labels": list(c)} for c in chunks if len(c) > 1]
+
+
 def encode_qa(tokenizer, question: str, answer: str, template: str, max_length: int = 512) -> dict:
     """One training example: `input_ids`, `labels` (-100 on the prompt), both lists of ints."""
     p, a = prompt_ids(tokenizer, question, template), answer_ids(tokenizer, answer, template)
@@ -215,7 +236,9 @@ def encode_qa(tokenizer, question: str, answer: str, template: str, max_length: 
 
 
 class QADataset(torch.utils.data.Dataset):
-    """Tokenised (question, answer) pairs; `answer_key` picks e.g. `paraphrased_answer`.
+    """Tokenised (question, answer) pairs, the loss on the answer; `answer_key` picks e.g.
+    `paraphrased_answer`. Documents (`text` records) become chunks of `max_length` tokens with
+    the loss on every token (encode_text), so an item is a pair or a chunk.
 
     Used in: notebooks/00_quickstart.ipynb
     """
@@ -223,8 +246,12 @@ class QADataset(torch.utils.data.Dataset):
     def __init__(self, records, tokenizer, template: str = "auto", max_length: int = 512,
                  question_key: str = "question", answer_key: str = "answer"):
         self.template = resolve_template(tokenizer, template)
-        self.examples = [encode_qa(tokenizer, r[question_key], r[answer_key], self.template, max_length)
-                         for r in records]
+        self.examples = []
+        for r in records:
+            if is_text(r):
+                self.examples += encode_text(tokenizer, r["text"], max_length)
+            else:
+                self.examples.append(encode_qa(tokenizer, r[question_key], r[answer_key], self.template, max_length))
         if not self.examples:
             raise DataError("QADataset got no records: the split is empty.")
 
@@ -278,6 +305,9 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
         rng = random.Random(seed)
         self.partner = [rng.randrange(len(self.retain)) for _ in range(len(self.forget))] if self.retain else None
         self.idk = None
+        if with_idk and any(is_text(r) for r in forget):
+            raise DataError("Refusal answers (PO, IdkDPO) need forget questions; these forget records are "
+                            "documents ('text'). Use an objective without refusals (GA, GD, NPO, RMU, ...).")
         if with_idk:
             refusals = idk_answers()
             self.idk = [encode_qa(tokenizer, r["question"], rng.choice(refusals), self.forget.template, max_length)

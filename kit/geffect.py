@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 from kit import distributed, gradstream, objectives
-from kit.data import Collator, ForgetRetainDataset, QADataset
+from kit.data import Collator, ForgetRetainDataset, QADataset, is_text
 from kit.forward import answer_logits, to_device
 from kit.groups import GroupError, group_order, ordered_groups, param_groups, tied, untied  # noqa: F401 (re-exported)
 
@@ -229,16 +229,24 @@ def _groups_of(model, groups):
     return param_groups(model, groups), None
 
 
+def n_items(records, tokenizer, template: str = "auto", max_length: int = 512) -> int:
+    """How many items R averages over: one per QA pair, one per chunk of a document."""
+    if not any(is_text(r) for r in records):
+        return len(records)
+    return len(QADataset(records, tokenizer, template, max_length))
+
+
 def _objective_gradients(model, tokenizer, probe: Probe, forget, reg_data, ref, reduce, share: bool):
     """{component: stored ∇ of that component}, the objective's and (scaled) the regulariser's; and
     the objective's forward pass when `share` lets the forget risk reuse it."""
     refs = {}
     shared = _objective_backward(model, probe.objective, forget, None, tokenizer, ref, probe.hparams, probe.batch_size,
-                                 probe.template, probe.max_length, total=len(probe.forget), share=share)
+                                 probe.template, probe.max_length, share=share,
+                                 total=n_items(probe.forget, tokenizer, probe.template, probe.max_length))
     refs[probe.objective] = gradstream.compact(reduce(gradstream.take_grads(model)))
     if probe.regularizer != "none":
         _regularizer_backward(model, probe.regularizer, reg_data, tokenizer, ref, probe.batch_size, probe.template,
-                              probe.max_length, total=len(probe.reg_data))
+                              probe.max_length, total=n_items(probe.reg_data, tokenizer, probe.template, probe.max_length))
         scaled = {p: probe.reg_weight * g for p, g in reduce(gradstream.take_grads(model)).items()}
         refs[probe.regularizer] = gradstream.compact(scaled)
     return refs, shared
@@ -247,15 +255,17 @@ def _objective_gradients(model, tokenizer, probe: Probe, forget, reg_data, ref, 
 def _risk_dots(model, tokenizer, probe: Probe, pairs, forget, retain, shared, streaming: bool) -> dict:
     """{"e_u"|"e_r": {(component, group): dot}}: each risk gradient streamed against the stored ones."""
     sums = {}
+    totals = {name: n_items(records, tokenizer, probe.template, probe.max_length)
+              for name, records in (("e_u", probe.forget), ("e_r", probe.retain))}
     for risk_name, records in (("e_u", forget), ("e_r", retain)):
         with gradstream.Streamer(pairs, streaming=streaming) as stream:
             if risk_name == "e_u" and shared is not None:      # reuse the objective's forward pass
                 part, out = shared
-                (_item_nll_sum(out.logits, part["labels"]) / len(probe.forget)).backward()
+                (_item_nll_sum(out.logits, part["labels"]) / totals["e_u"]).backward()
                 shared = None
             else:
                 risk_backward(model, QADataset(records, tokenizer, probe.template, probe.max_length), tokenizer,
-                              probe.batch_size, total=len(probe.forget) if risk_name == "e_u" else len(probe.retain))
+                              probe.batch_size, total=totals[risk_name])
         sums[risk_name] = stream.sums
     return sums
 
