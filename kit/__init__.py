@@ -24,7 +24,7 @@ _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
     **dict.fromkeys(["Scenario", "keep_known", "load_scenario"], "kit.scenario"),
 }
-_MODULES = ("attribution", "authors", "claims", "cluster", "data", "distributed", "evaluation", "explore", "facts",
+_MODULES = ("attribution", "authors", "claims", "cluster", "corpora", "data", "distributed", "evaluation", "explore", "facts",
             "forward", "geffect", "gradstream", "groups", "mcq", "mia", "models", "objectives", "paths", "plots", "probes",
             "realworld", "replicate", "report", "rundir", "scenario", "sweep", "tofu", "train", "unlearning")
 __all__ = sorted(_HOME) + list(_MODULES)

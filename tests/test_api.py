@@ -91,7 +91,7 @@ def test_library_calls_leave_the_callers_model_and_backend_alone(random_model, t
     assert matplotlib.get_backend() == backend and (tmp_path / "summary.png").stat().st_size > 1000
 
 
-LAYERS = [["paths", "authors", "facts", "realworld", "groups", "distributed", "mia", "plots"], ["data"], ["forward", "train"],
+LAYERS = [["paths", "authors", "facts", "realworld", "groups", "distributed", "mia", "plots"], ["data", "corpora"], ["forward", "train"],
           ["objectives", "gradstream", "evaluation", "rundir", "report"], ["tofu", "mcq", "geffect", "models"],
           ["unlearning", "attribution", "scenario", "claims"], ["probes", "explore"], ["cluster", "sweep", "replicate"]]
 

@@ -1,5 +1,7 @@
 """Documents as unlearning data: `text` records are chunked, carry the loss on every token and go
 through the same datasets, objectives, G-effect probe and unlearning engine as QA pairs."""
+import json
+
 import pytest
 import torch
 
@@ -64,3 +66,25 @@ def test_bad_documents_and_refusals_on_documents_are_named(tiny_tokenizer):
         validate(DOCS, "forget01_perturbed", "docs")              # evaluation splits stay question-answer
     with pytest.raises(DataError, match="Refusal answers .* need forget questions"):
         ForgetRetainDataset(DOCS, RETAIN, tiny_tokenizer, with_idk=True)
+
+
+def test_corpora_load_local_documents_and_name_what_is_wrong(tmp_path):
+    from kit import corpora
+    (tmp_path / "a.txt").write_text("A document long enough to keep, about the history of ciphers and codes.")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": "Short."}) + "\n\n" +
+                                      json.dumps({"text": "Another document, long enough to be kept as well here."}) + "\n")
+    docs = corpora.load_texts(str(tmp_path))
+    assert [d["source"].split("/")[-1] for d in docs] == ["a.txt", "b.jsonl:3"]     # "Short." is under 50 characters
+    assert corpora.load_texts(str(tmp_path), min_chars=1, limit=2)[1]["text"] == "Short."
+    (tmp_path / "b.jsonl").write_text('{"txt": "no"}\n')
+    with pytest.raises(DataError, match=r"b.jsonl: line 1 needs a 'text' key"):
+        corpora.load_texts(str(tmp_path))
+    with pytest.raises(DataError, match="shared by its authors on request"):
+        corpora.load_texts("cais/wmdp-corpora", "bio-forget-corpus")
+    with pytest.raises(DataError, match="Unknown WMDP corpus 'cyber'"):
+        corpora.load_texts("cais/wmdp-corpora", "cyber")
+    with pytest.raises(DataError, match="Could not load wikitext .* from the hub"):   # the tests run offline
+        corpora.load_texts("wikitext")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="No .txt or .jsonl documents"):
+        corpora.load_texts(str(tmp_path / "empty"))
