@@ -281,6 +281,24 @@ def attribute(method: str, model, tokenizer=None, forget=None, retain=None, *, r
     return select(score, ratio, scope or ("row" if method == "wanda" else "global"), model, method)
 
 
+def block_mask(model, blocks: Iterable[int], modules: Iterable[str] = ("mlp.down",)) -> Mask:
+    """Every weight of the named modules (kit.groups' "module" names: mlp.down, attn.q, ...) in
+    the given blocks, nothing else: WMDP's RMU updates the MLP down-projections of blocks ℓ−2..ℓ,
+    `block_mask(model, range(ℓ - 2, ℓ + 1))`."""
+    blocks, modules = [int(b) for b in blocks], tuple(modules)
+    n_layers = model.config.num_hidden_layers
+    if not blocks or any(not 0 <= b < n_layers for b in blocks):
+        raise AttributionError(f"Blocks {blocks} are not all in 0..{n_layers - 1}, this model's blocks.")
+    layer, module = param_groups(model, "layer"), param_groups(model, "module")
+    params = dict(model.named_parameters())
+    masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in params
+             if layer.get(n) in {f"block.{b}" for b in blocks} and module.get(n) in modules}
+    if not masks:
+        raise AttributionError(f"No parameter of blocks {blocks} is a {' or '.join(modules)}; module names are "
+                               f"{', '.join(sorted(set(module.values())))}.")
+    return Mask(masks, method="blocks " + ",".join(map(str, blocks)) + " " + "+".join(modules), ratio=1.0, scope="modules")
+
+
 # ---------------------------------------------------------------- LoRA
 def lora(model, rank: int = 8, alpha: float = 16.0, target_modules=None, dropout: float = 0.0):
     """Wrap `model` with LoRA adapters (peft): only the adapters train; `merge_and_unload()`

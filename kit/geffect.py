@@ -240,7 +240,8 @@ def _objective_gradients(model, tokenizer, probe: Probe, forget, reg_data, ref, 
     """{component: stored ∇ of that component}, the objective's and (scaled) the regulariser's; and
     the objective's forward pass when `share` lets the forget risk reuse it."""
     refs = {}
-    shared = _objective_backward(model, probe.objective, forget, None, tokenizer, ref, probe.hparams, probe.batch_size,
+    own_retain = reg_data if objectives.needs_retain(probe.objective) else None   # RMU-WMDP's retain term
+    shared = _objective_backward(model, probe.objective, forget, own_retain, tokenizer, ref, probe.hparams, probe.batch_size,
                                  probe.template, probe.max_length, share=share,
                                  total=n_items(probe.forget, tokenizer, probe.template, probe.max_length))
     refs[probe.objective] = gradstream.compact(reduce(gradstream.take_grads(model)))

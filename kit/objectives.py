@@ -251,10 +251,44 @@ def rmu(model, batch, ref=None, layer: int = 2, coeff: float = 4.0, seed: int = 
     return Output(per.mean(), per.detach(), hparams={"layer": layer, "coeff": coeff, "seed": seed})
 
 
+def _hidden(model, part: dict, layer: int) -> torch.Tensor:
+    return fp32(forward(model, part, output_hidden_states=True).hidden_states[layer + 1])
+
+
+def rmu_wmdp(model, batch, ref=None, layer: int = 7, coeff: float = 6.5, alpha: float = 1200.0,
+             seed: int = 0) -> Output:
+    """RMU as WMDP trains it (Li et al., 2024): the mean over forget tokens and hidden units of
+    (h_ℓ − c·u)², plus α × the mean over retain tokens and hidden units of (h_ℓ − h_ℓ^frozen)²;
+    h_ℓ = the hidden state after block ℓ, u = rmu_direction, every real token of a sequence counted
+    (each sequence's mean, then the batch's). WMDP updates only the MLP down-projections of blocks
+    ℓ−2..ℓ: pass `mask=kit.attribution.block_mask(model, range(ℓ - 2, ℓ + 1))` to unlearn."""
+    n_layers = model.config.num_hidden_layers
+    if not 0 <= layer < n_layers:
+        raise ObjectiveError(f"RMU layer {layer} is out of range: this model has blocks 0..{n_layers - 1}.")
+    forget, retain = _part(batch, "forget", "rmu_wmdp"), _part(batch, "retain", "rmu_wmdp")
+    if ref is None:
+        raise ObjectiveError("Objective 'rmu_wmdp' keeps retain activations at the frozen model's: pass "
+                             "ref=objectives.make_reference(model) (kit.unlearn makes it).")
+    hidden = _hidden(model, forget, layer)
+    target = coeff * rmu_direction(hidden.shape[-1], seed).to(hidden.device)
+    per = _mean_tokens(((hidden - target) ** 2).mean(-1), forget["attention_mask"].bool())
+    with torch.no_grad():
+        frozen = _hidden(ref, retain, layer)
+    kept = _mean_tokens(((_hidden(model, retain, layer) - frozen) ** 2).mean(-1), retain["attention_mask"].bool())
+    return Output(per.mean() + alpha * kept.mean(), per.detach(),
+                  hparams={"layer": layer, "coeff": coeff, "alpha": alpha, "seed": seed})
+
+
 OBJECTIVES = {"ga": ga, "wga": wga, "npo": npo, "simnpo": simnpo, "tnpo": tnpo, "wtnpo": wtnpo,
-              "po": po, "idkdpo": idkdpo, "rmu": rmu, "undial": undial, "satimp": satimp}
-NEEDS_REFERENCE = {"npo", "tnpo", "wtnpo", "idkdpo", "undial"}
+              "po": po, "idkdpo": idkdpo, "rmu": rmu, "rmu_wmdp": rmu_wmdp, "undial": undial, "satimp": satimp}
+NEEDS_REFERENCE = {"npo", "tnpo", "wtnpo", "idkdpo", "undial", "rmu_wmdp"}
+NEEDS_RETAIN = {"rmu_wmdp"}      # objectives with a retain term of their own (the batch needs `retain`)
 NEEDS_IDK = {"po", "idkdpo"}     # objectives trained toward refusal answers (the batch needs `idk`)
+
+
+def needs_retain(name: str, regularizer: str = "none") -> bool:
+    """Whether objective `name` (with `regularizer`) needs retain records in its batch."""
+    return name.lower() in NEEDS_RETAIN or regularizer != "none"
 
 
 def needs_idk(name: str) -> bool:
@@ -294,6 +328,8 @@ _PAPER = {
     "idkdpo": {"*": {"beta": 0.1}}, "undial": {"*": {"beta": 10.0}},
     "satimp": {"*": {"beta1": 5.0, "beta2": 1.0}}, "ga": {"*": {}}, "po": {"*": {}},
 }
+# WMDP's published recipe (Zephyr-7B-beta; lr 5e-5, batch 4, 150 batches, down-projections of blocks 5-7)
+_RMU_WMDP = {"zephyr-7b": {"layer": 7, "coeff": 6.5, "alpha": 1200.0}}
 _RMU = {"phi-1.5": {"layer": 9, "coeff": 4.0}, "llama-2-7b": {"layer": 21, "coeff": 2.0},
         # the kit's own choice for tiny: the middle block, c ≈ 2/3 of its hidden-state norm (~30)
         "tiny": {"layer": 2, "coeff": 20.0}}
@@ -306,10 +342,11 @@ def paper_hparams(name: str, split: str = "forget10", model: str = "phi-1.5") ->
     """
     key = name.lower()
     get(key)   # unknown names raise with the registry
-    if key == "rmu":
-        if model not in _RMU:
-            raise ObjectiveError(f"No paper RMU setting for model {model!r}: known {', '.join(_RMU)}.")
-        return dict(_RMU[model])
+    if key in ("rmu", "rmu_wmdp"):
+        table = _RMU if key == "rmu" else _RMU_WMDP
+        if model not in table:
+            raise ObjectiveError(f"No paper {key} setting for model {model!r}: known {', '.join(table)}.")
+        return dict(table[model])
     table = _PAPER[key]
     if "*" in table:
         return dict(table["*"])

@@ -229,7 +229,10 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
     objectives.get(config.objective)   # unknown names fail before any work
     if objectives.needs_reference(config.objective, config.regularizer) and ref is None:
         ref = objectives.make_reference(model)
-    needs_retain = config.regularizer != "none"
+    needs_retain = objectives.needs_retain(config.objective, config.regularizer)
+    if needs_retain and not retain:
+        raise UnlearnError(f"Objective {config.objective!r} with regularizer {config.regularizer!r} needs retain "
+                           "records: unlearn(model, tokenizer, forget, retain, config=...).")
     data = ForgetRetainDataset(forget, retain if needs_retain else None, tokenizer, config.template,
                                config.max_length, with_idk=objectives.needs_idk(config.objective),
                                seed=config.seed)

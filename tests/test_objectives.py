@@ -108,9 +108,9 @@ def test_rmu_step_reduces_distance_to_the_target(random_model, batch):
 def test_one_step_lowers_each_objective(random_model, ref, batch, name):
     # a random model gives p ≈ 1/V, so the paper's p^5-style weights would vanish: use mild powers
     # and its NLL ≈ log V ≈ 7 already saturates SimNPO at δ = 0: move the margin to δ = 7
-    kw = {"rmu": {"layer": 1}, "wga": {"alpha": 0.5}, "satimp": {"beta1": 0.5},
+    kw = {"rmu": {"layer": 1}, "rmu_wmdp": {"layer": 1, "coeff": 3.0}, "wga": {"alpha": 0.5}, "satimp": {"beta1": 0.5},
           "simnpo": {"delta": 7.0}}.get(name, {})
-    opt = torch.optim.SGD(random_model.parameters(), lr=1e-2 if name != "rmu" else 1e-3)
+    opt = torch.optim.SGD(random_model.parameters(), lr=1e-2 if not name.startswith("rmu") else 1e-3)
     forget_nll = lambda: -obj.ga(random_model, batch).loss.item()   # noqa: E731
     nll_before = forget_nll()
     before = obj.compute(name, random_model, batch, ref=ref, **kw).loss
