@@ -86,14 +86,20 @@ def plan(families=range(5), seeds=(0, 1, 2), models=("tiny", "smollm2-135m"), no
 
 
 def read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=COLUMNS)
+    """replicates.csv as written: fingerprints stay text (a hex digest such as 12776161e965 would
+    parse as a float), families stay integers (<NA> for a pretrained model)."""
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    rows = pd.read_csv(path, dtype={"fingerprint": str})
+    rows["family"] = pd.to_numeric(rows["family"], errors="coerce").astype("Int64")
+    return rows
 
 
 def done(unit: Unit, rows: pd.DataFrame) -> bool:
     """Every seed of the unit already has observations."""
     mine = rows[(rows.notebook == unit.notebook) & (rows.model == unit.model)]
     if unit.family is not None:
-        mine = mine[pd.to_numeric(mine.family, errors="coerce") == unit.family]   # a CSV column with gaps is float
+        mine = mine[pd.to_numeric(mine.family, errors="coerce") == unit.family]
     return set(unit.seeds) <= set(mine.seed.astype(int))
 
 
@@ -126,8 +132,10 @@ def observations(unit: Unit, result_file: Path) -> pd.DataFrame:
     stamp = {"notebook": unit.notebook, "fingerprint": _fingerprint(unit),
              "date": datetime.date.today().isoformat(), **_versions()}
     rows = pd.DataFrame([{**stamp, **r, "model": unit.model,
-                          "family": unit.family if unit.family is not None else ""} for r in recorded])
-    return rows.reindex(columns=COLUMNS)
+                          "family": unit.family if unit.family is not None else pd.NA} for r in recorded])
+    rows = rows.reindex(columns=COLUMNS)
+    rows["family"] = rows["family"].astype("Int64")
+    return rows
 
 
 def findings(rows: pd.DataFrame) -> pd.DataFrame:

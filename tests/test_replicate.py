@@ -93,3 +93,18 @@ def test_findings_table_cells_escape_pipes():
     text = replicate.markdown(replicate.findings(rows), rows)
     line = next(ln for ln in text.splitlines() if ln.startswith("| `ga.shallow`"))
     assert "log(\\|e_u\\|" in line and line.count(" | ") == 8 and "2 family means" in line and "**holds**" in line
+
+
+def test_replicates_csv_round_trips_fingerprints_and_families(tmp_path):
+    rows = pd.DataFrame([{"notebook": "05_npo_and_tnpo", "model": "tiny", "family": 0, "fingerprint": "12776161e965",
+                          "seed": 0, "claim": "npo.shrink", "value": 0.99},
+                         {"notebook": "05_npo_and_tnpo", "model": "smollm2-135m", "family": pd.NA,
+                          "fingerprint": "0123456789ab", "seed": 0, "claim": "npo.shrink", "value": 0.98}])
+    path = tmp_path / "replicates.csv"
+    for _ in range(2):                                          # written, read and written again: nothing drifts
+        rows = rows.reindex(columns=replicate.COLUMNS)
+        path.write_text(rows.to_csv(index=False))
+        rows = replicate.read(path)
+    assert list(rows.fingerprint) == ["12776161e965", "0123456789ab"]    # a hex digest, not the float 1.28e972 = inf
+    assert rows.family.iloc[0] == 0 and pd.isna(rows.family.iloc[1])
+    assert path.read_text().splitlines()[1].startswith("05_npo_and_tnpo,tiny,0,12776161e965,0,")
