@@ -22,7 +22,7 @@ _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["FinetuneConfig", "finetune"], "kit.train"),
     **dict.fromkeys(["TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn"], "kit.unlearning"),
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
-    **dict.fromkeys(["Scenario", "keep_known", "load_scenario"], "kit.scenario"),
+    **dict.fromkeys(["ChoiceScenario", "Scenario", "keep_known", "load_choice_scenario", "load_scenario"], "kit.scenario"),
 }
 _MODULES = ("attribution", "authors", "claims", "cluster", "corpora", "data", "distributed", "evaluation", "explore", "facts",
             "forward", "geffect", "gradstream", "groups", "mcq", "mia", "models", "objectives", "paths", "plots", "probes",

@@ -12,6 +12,7 @@ forget and retain corpora and the bio retain corpus are.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from kit.data import DataError
@@ -94,3 +95,20 @@ def load_texts(source: str, subset: str | None = None, split: str = "train", lim
     if not docs:
         raise DataError(f"{origin} has no document of at least {min_chars} characters; lower min_chars.")
     return docs[:limit] if limit else docs
+
+
+def from_qa(records, by: str = "author", fields=("answer", "paraphrased_answer"), seed: int = 0) -> list[dict]:
+    """Documents written from QA records: per `by` group (an author), the group's answer sentences
+    (and their paraphrases) in an order drawn by `seed`, joined into one text. What the model read
+    about a topic, as a corpus: WMDP's setting, where unlearning sees text and evaluation asks questions."""
+    groups: dict[str, list[str]] = {}
+    for rec in records:
+        groups.setdefault(str(rec.get(by, "all")), []).extend(rec[f] for f in fields if rec.get(f))
+    rng = random.Random(seed)
+    docs = []
+    for name, sentences in groups.items():
+        rng.shuffle(sentences)
+        docs.append({"text": " ".join(sentences), "source": f"{by}={name}"})
+    if not docs:
+        raise DataError("corpora.from_qa got no records.")
+    return docs

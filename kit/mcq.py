@@ -23,6 +23,7 @@ model's context keeps its end. The continuations of an item share its context's 
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,6 +173,23 @@ def load(source: str, subset: str | None = None, split: str = "test", revision: 
     subject = WMDP_SUBJECTS.get(name, "" if subset in (None, "all") else subset)   # "all": each item's own
     counts = pd.Series([i.get("subject", subject or name) for i in items]).value_counts().to_dict()
     return ChoiceSet(name=name, items=items, origin=origin, subject=subject, revision=sha, counts=counts)
+
+
+def from_qa(records, n_choices: int = 4, seed: int = 0) -> list[dict]:
+    """Multiple-choice items from TOFU-format records: each question's answer among n − 1 of its
+    perturbed answers (the same sentence with another name, title or nationality), in an order
+    drawn by `seed`; `author` and `kind` are kept where the records have them."""
+    rng, items = random.Random(seed), []
+    for row, rec in enumerate(records):
+        wrong = list(rec.get("perturbed_answer") or [])
+        if len(wrong) < n_choices - 1:
+            raise MCQError(f"records: row {row} has {len(wrong)} perturbed answers; {n_choices} choices need "
+                           f"{n_choices - 1} (use a *_perturbed split, or fewer choices).")
+        choices = [rec["answer"]] + rng.sample(wrong, n_choices - 1)
+        order = rng.sample(range(n_choices), n_choices)
+        items.append({"question": rec["question"], "choices": [choices[i] for i in order], "answer": order.index(0),
+                      **{k: rec[k] for k in ("author", "kind") if rec.get(k) is not None}})
+    return items
 
 
 # ---------------------------------------------------------------- scoring

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from kit import corpora, mcq
 from kit.data import DataError, load_split
 from kit.evaluation import generate_answers
 from kit.paths import cache_dir, write_atomic
@@ -148,3 +149,63 @@ def load_scenario(model, tokenizer, model_name: str, forget: str = "forget01", s
     reference = retain_split_of(forget) if model_name == "tiny" and source == "builtin" else None
     return Scenario(model_name, source, forget, forget_records, retain_records, splits, reference,
                     pd.DataFrame(counts))
+
+
+@dataclass
+class ChoiceScenario:
+    """WMDP's setting on the kit's data: unlearn text about a topic, measure multiple-choice accuracy
+    on the topic (forget) and on everything else (utility)."""
+    model: str
+    source: str
+    forget_split: str
+    formulation: str
+    forget_docs: list[dict]          # documents about the forget authors (text records)
+    retain_docs: list[dict]          # documents about retain authors
+    forget_mc: list[dict]            # multiple-choice items about the forget authors
+    utility_mc: list[dict]           # multiple-choice items about retain authors, real authors and world facts
+    counts: pd.DataFrame             # per set: candidates, accuracy before unlearning, kept
+
+    def describe(self) -> str:
+        sets = "; ".join(f"{r.set} {r.kept}/{r.candidates} (accuracy {r.accuracy:.2f})" for r in self.counts.itertuples())
+        return (f"{self.model} on {self.source}/{self.forget_split}: {len(self.forget_docs)} forget and "
+                f"{len(self.retain_docs)} retain documents; {self.formulation} multiple choice, items kept {sets}")
+
+
+def load_choice_scenario(model, tokenizer, model_name: str, forget: str = "forget05", source: str = "builtin", *,
+                         formulation: str = "cloze", n_choices: int = 4, retain_authors: int = 10,
+                         utility_items: int = 40, known_only: bool = True, seed: int = 0) -> ChoiceScenario:
+    """Documents to unlearn and multiple-choice items to measure, from one forget split.
+
+    The forget documents are the forget authors' answers written out as text (kit.corpora.from_qa),
+    the retain documents those of the first `retain_authors` retain authors. The questions become
+    multiple-choice items (kit.mcq.from_qa: the answer among n − 1 perturbed answers): forget items
+    from the forget split, utility items from up to `utility_items` of each other evaluation role.
+    With `known_only`, only the items the model answers correctly before unlearning are kept (as
+    the real-knowledge QA scenario keeps what the model knew), so forget accuracy starts at 1 and
+    falls towards chance (1 / n_choices) as the topic is unlearned; `counts` gives the accuracy
+    over all candidates too.
+    """
+    mcq.requests({"question": "q", "choices": ["a", "b"], "answer": 0}, formulation)   # a bad name fails first
+    try:
+        forget_records = list(load_split(forget, source))
+        retain_records = list(load_split(retain_split_of(forget), source))
+    except DataError as err:
+        raise DataError(f"{err} (load_choice_scenario needs a forget split and its retain split).") from None
+    authors = list(dict.fromkeys(r.get("author") for r in retain_records))[:retain_authors]
+    retain_docs = corpora.from_qa([r for r in retain_records if r.get("author") in authors], seed=seed)
+    forget_docs = corpora.from_qa(forget_records, seed=seed)
+    splits = tofu_splits(forget, source, holdout=False)
+    sets = {"forget": splits.pop("forget")}
+    sets["utility"] = [r for role in splits.values() for r in role[:utility_items or None]]
+    rows, kept = [], {}
+    for name, records in sets.items():
+        items = mcq.from_qa(records, n_choices, seed)
+        table = mcq.score(model, tokenizer, items, formulation=formulation)
+        kept[name] = [i for i, ok in zip(items, table.correct) if ok] if known_only else items
+        rows.append({"set": name, "candidates": len(items), "accuracy": float(table.correct.mean()),
+                     "kept": len(kept[name])})
+        if not kept[name]:
+            raise DataError(f"{model_name} answers none of the {len(items)} {name} items correctly in the "
+                            f"{formulation} formulation: nothing to measure. Try formulation='cloze' or known_only=False.")
+    return ChoiceScenario(model_name, source, forget, formulation, forget_docs, retain_docs, kept["forget"],
+                          kept["utility"], pd.DataFrame(rows))

@@ -109,3 +109,39 @@ def test_bad_files_name_the_file_row_and_key(tmp_path):
         mcq.requests(good, "mc1")
     with pytest.raises(MCQError, match="needs subset="):
         mcq.load("cais/wmdp")
+
+
+def test_items_and_documents_from_qa_records():
+    from kit import corpora
+    from kit.data import load_split
+    records = list(load_split("forget05_perturbed"))[:12]
+    items = mcq.from_qa(records, n_choices=4, seed=3)
+    for rec, item in zip(records, items):
+        assert item["choices"][item["answer"]] == rec["answer"]
+        assert set(item["choices"]) - {rec["answer"]} <= set(rec["perturbed_answer"]) and len(set(item["choices"])) == 4
+    assert [i["answer"] for i in items] != [i["answer"] for i in mcq.from_qa(records, 4, seed=4)]   # the seed draws the order
+    assert [i["answer"] for i in items] == [i["answer"] for i in mcq.from_qa(records, 4, seed=3)]
+    with pytest.raises(MCQError, match="row 0 has 5 perturbed answers; 7 choices need 6"):
+        mcq.from_qa(records, n_choices=7)
+    docs = corpora.from_qa(records)
+    authors = list(dict.fromkeys(r["author"] for r in records))
+    assert [d["source"] for d in docs] == [f"author={a}" for a in authors]
+    for rec in records:
+        doc = docs[authors.index(rec["author"])]["text"]
+        assert rec["answer"] in doc and rec["paraphrased_answer"] in doc
+
+
+def test_choice_scenario_keeps_what_the_model_answers(random_model, tiny_tokenizer):
+    import kit
+    sc = kit.load_choice_scenario(random_model, tiny_tokenizer, "random", "forget01", utility_items=8, retain_authors=2)
+    counts = sc.counts.set_index("set")
+    assert counts.loc["forget", "candidates"] == 20 and counts.loc["utility", "candidates"] == 8 * 3
+    assert 0 < len(sc.forget_mc) == counts.loc["forget", "kept"] < 20     # a random model knows some by chance
+    again = mcq.score(random_model, tiny_tokenizer, sc.forget_mc, formulation="cloze")
+    assert again.correct.all()                                             # kept = answered correctly before
+    assert len(sc.forget_docs) == 1 and len(sc.retain_docs) == 2 and "random on builtin/forget01" in sc.describe()
+    everything = kit.load_choice_scenario(random_model, tiny_tokenizer, "random", "forget01", utility_items=8,
+                                          known_only=False)
+    assert len(everything.forget_mc) == 20 and len(everything.utility_mc) == 24
+    with pytest.raises(MCQError, match="Unknown formulation 'mc2'"):
+        kit.load_choice_scenario(random_model, tiny_tokenizer, "random", "forget01", formulation="mc2")
