@@ -29,6 +29,9 @@ from kit.train import FinetuneConfig, training_args
 
 DEFAULT_LR = {"tiny": 1e-3, "smollm2-135m": 1e-5, "phi-1.5": 2e-5, "llama-2-7b": 1e-5}
 ALIASES = {"gd": ("ga", "nll"), "graddiff": ("ga", "nll")}   # name -> (objective, regulariser)
+# whole recipes where a paper fixes more than the loss: WMDP's RMU (150 batches of 4, one pass)
+RECIPES = {("rmu_wmdp", "zephyr-7b"): {"lr": 5e-5, "batch_size": 4, "max_length": 512, "epochs": 1.0,
+                                       "warmup_epochs": 0.0}}
 
 
 class UnlearnError(RuntimeError):
@@ -69,8 +72,8 @@ class UnlearnConfig:
                                                 f"'{stem}+nll' or '{stem}+kl'.")
             regularizer = reg
         hparams = {**objectives.paper_hparams(objective, split, model), **overrides.pop("hparams", {})}
-        base = dict(objective=objective, regularizer=regularizer, hparams=hparams,
-                    lr=DEFAULT_LR.get(model, 2e-5))
+        base = {"objective": objective, "regularizer": regularizer, "hparams": hparams,
+                "lr": DEFAULT_LR.get(model, 2e-5), **RECIPES.get((objective, model), {})}
         return cls(**{**base, **overrides})
 
     def train_config(self) -> FinetuneConfig:

@@ -78,3 +78,11 @@ def test_g_effect_includes_the_retain_term_and_predicts_a_step(random_model, tin
                                ref=ref, max_length=32)
     total = lambda df: df[(df.component == "total") & (df.group == "total")].iloc[0]  # noqa: E731
     assert total(with_retain).e_r != pytest.approx(total(without).e_r, rel=1e-3)
+
+
+def test_the_published_recipe_by_name():
+    config = UnlearnConfig.paper("rmu_wmdp", model="zephyr-7b")
+    assert config.hparams == {"layer": 7, "coeff": 6.5, "alpha": 1200.0}
+    assert (config.lr, config.batch_size, config.max_length, config.epochs) == (5e-5, 4, 512, 1.0)
+    with pytest.raises(objectives.ObjectiveError, match="No paper rmu_wmdp setting for model 'tiny'"):
+        UnlearnConfig.paper("rmu_wmdp", model="tiny")
