@@ -209,13 +209,14 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, verbose=False, **({"add_special_tokens": False} if starts else {}))["input_ids"]
 
 
-def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-eval's split of a (context, continuation) pair into token ids."""
+def encode_pairs(tokenizer, context: str, continuations: list[str]) -> tuple[list[int], list[list[int]]]:
+    """lm-eval's split of (context, continuation) pairs into token ids: the context's ids (encoded
+    once) and each continuation's, the tokens of context + continuation after the context's."""
     spaces = len(context) - len(context.rstrip())
     if spaces:
-        context, continuation = context[:-spaces], context[-spaces:] + continuation
-    whole, head = _encode(tokenizer, context + continuation), _encode(tokenizer, context)
-    return head, whole[len(head):]
+        context, continuations = context[:-spaces], [context[-spaces:] + c for c in continuations]
+    head = _encode(tokenizer, context)
+    return head, [_encode(tokenizer, context + c)[len(head):] for c in continuations]
 
 
 def max_length(model, tokenizer, default: int = 2048) -> int:
@@ -254,9 +255,8 @@ def score(model, tokenizer, items, formulation: str = "letters", description: st
     for n, item in enumerate(items):
         # lm-eval's description names the set's subject, or each item's own (MMLU's "all" runs per subject)
         said = description if description is not None else describe(subject or str(item.get("subject", "")), formulation)
-        context, conts = requests(item, formulation, said)
-        for cont in conts:
-            head, tail = encode_pair(tokenizer, context, cont)
+        head, tails = encode_pairs(tokenizer, *requests(item, formulation, said))
+        for tail in tails:
             if len(tail) > limit:
                 raise MCQError(f"items: row {n}: a continuation of {len(tail)} tokens does not fit the model's "
                                f"{limit}-token context; shorten the choices.")

@@ -238,21 +238,21 @@ def rmu_direction(hidden_size: int, seed: int = 0) -> torch.Tensor:
     return u / u.norm()
 
 
+def _hidden(model, part: dict, layer: int) -> torch.Tensor:
+    return fp32(forward(model, part, output_hidden_states=True).hidden_states[layer + 1])
+
+
 def rmu(model, batch, ref=None, layer: int = 2, coeff: float = 4.0, seed: int = 0) -> Output:
     """RMU: mean over forget answer positions of ‖h_L - c·u‖², h_L = hidden state after block `layer`."""
     n_layers = model.config.num_hidden_layers
     if not 0 <= layer < n_layers:
         raise ObjectiveError(f"RMU layer {layer} is out of range: this model has blocks 0..{n_layers - 1}.")
     part = _part(batch, "forget", "rmu")
-    hidden = fp32(forward(model, part, output_hidden_states=True).hidden_states[layer + 1])
+    hidden = _hidden(model, part, layer)
     target = coeff * rmu_direction(hidden.shape[-1], seed).to(hidden.device)
     mask = (part["labels"] != IGNORE)                   # answer positions (unshifted)
     per = _mean_tokens(((hidden - target) ** 2).sum(-1), mask)
     return Output(per.mean(), per.detach(), hparams={"layer": layer, "coeff": coeff, "seed": seed})
-
-
-def _hidden(model, part: dict, layer: int) -> torch.Tensor:
-    return fp32(forward(model, part, output_hidden_states=True).hidden_states[layer + 1])
 
 
 def rmu_wmdp(model, batch, ref=None, layer: int = 7, coeff: float = 6.5, alpha: float = 1200.0,
