@@ -8,8 +8,24 @@ Names are imported on first use, so `python -m kit tofu-score` and `import kit.t
 for torch and transformers until a model is touched.
 """
 import importlib
+import logging
 
 __version__ = "0.1.0"
+
+
+class _KnownNoise(logging.Filter):
+    """Drops two harmless messages that importing transformers prints once torchao (kit.audit's
+    quantization library) is installed: its CUDA-only kernels failing to load on a CPU machine, and
+    torch's note on its enum registrations. Every other message of those loggers passes."""
+    NOISE = ("Failed to load", "is an Enum subclass and is now natively supported")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not (text.startswith(self.NOISE[0]) and ".so" in record.getMessage()) and self.NOISE[1] not in text
+
+
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).addFilter(_KnownNoise())
 
 _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["DataError", "ForgetRetainDataset", "QADataset", "list_splits", "load_split"], "kit.data"),
@@ -20,11 +36,11 @@ _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["environment_report", "record"], "kit.report"),
     "nll_axes": "kit.plots",
     **dict.fromkeys(["FinetuneConfig", "finetune"], "kit.train"),
-    **dict.fromkeys(["TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn"], "kit.unlearning"),
+    **dict.fromkeys(["TrackChoices", "TrackSplits", "UnlearnConfig", "UnlearnError", "unlearn"], "kit.unlearning"),
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
     **dict.fromkeys(["ChoiceScenario", "Scenario", "keep_known", "load_choice_scenario", "load_scenario"], "kit.scenario"),
 }
-_MODULES = ("attribution", "authors", "claims", "cluster", "corpora", "data", "distributed", "evaluation", "explore", "facts",
+_MODULES = ("attribution", "audit", "authors", "claims", "cluster", "corpora", "data", "distributed", "evaluation", "explore", "facts",
             "forward", "geffect", "gradstream", "groups", "mcq", "mia", "models", "objectives", "paths", "plots", "probes",
             "realworld", "replicate", "report", "rundir", "scenario", "sweep", "tofu", "train", "unlearning")
 __all__ = sorted(_HOME) + list(_MODULES)

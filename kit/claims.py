@@ -99,6 +99,25 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
           "retain NLL of the Wanda mask minus WAGLE's at matched forget NLL"),
     Claim("wagle.vs_dense", "09_weight_attribution", _W, "unlearning through WAGLE's mask keeps more retain knowledge than dense unlearning",
           "retain NLL of dense unlearning (which also moves embeddings, norms and head) minus WAGLE's at matched forget NLL"),
+    Claim("audit.relearn", "12_robustness", "Hu et al., 2024; Lynch et al., 2024 (relearning attacks)",
+          "a few fine-tuning steps on part of the forget data bring unlearned knowledge back",
+          "NLL recovery score on the held-out forget half after the largest relearning budget minus before, "
+          "mean over the unlearned models"),
+    Claim("audit.specific", "12_robustness", "Hu et al., 2024 (relearning attacks)",
+          "relearning on forget questions brings back more than the same fine-tuning on retain data",
+          "NLL recovery score after relearning on the forget half minus after as many steps on retain data, "
+          "mean over the unlearned models"),
+    Claim("audit.quantize", "12_robustness", "Zhang et al., 2025 (quantization attacks)",
+          "rounding the unlearned weights to 4 bits brings unlearned knowledge back",
+          "NLL recovery score after 4-bit rounding minus before, mean over the unlearned models"),
+    Claim("audit.geffect", "12_robustness", "the kit's question, read with the G-effect (Wang et al., 2025)",
+          "runs with a larger relearning G-effect at the end of unlearning regain more when relearning",
+          "Spearman correlation over the unlearned models between the relearning G-effect at their final weights and "
+          "the NLL recovery gained by the largest relearning budget", "correlation"),
+    Claim("audit.moved", "12_robustness", "the kit's question (the simpler candidate)",
+          "runs whose weights moved less regain more when relearning",
+          "minus the Spearman correlation over the unlearned models between the relative weight distance from the "
+          "target and the NLL recovery gained by the largest relearning budget", "correlation"),
 ]}
 
 
@@ -196,7 +215,7 @@ def summarize(obs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
             units = values
             basis = f"t over run seeds of family {families[0]}" if len(families) else "t over run seeds"
         mean, low, high = (math.tanh(v) if z and not math.isnan(v) else v for v in t_interval(units, level))
-        basis += " of Fisher z" if z else ""
+        basis += " (on Fisher z)" if z else ""
         rows.append({"claim": cid, "model": model, "paper": c.paper, "statement": c.statement, "statistic": c.statistic,
                      "n": len(g), "families": len(families), "mean": mean, "low": low, "high": high,
                      "k_of_n": f"{int((g.value > 0).sum())}/{len(g)}", "basis": basis, "verdict": verdict(low, high)})

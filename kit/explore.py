@@ -43,19 +43,22 @@ def find_runs(folder: str | Path) -> dict[str, Path]:
 def make_runs(folder: str | Path, model, tokenizer, forget, retain, names, split: str, model_id: str,
               **overrides) -> dict[str, Path]:
     """One finished run per objective name under `folder/<name>`; a finished run with the same
-    configuration is kept, anything else (missing, interrupted, other settings) is redone."""
+    configuration from the same weights (the model's fingerprint: another tiny family is another
+    model) is kept, anything else (missing, interrupted, other settings or weights) is redone."""
+    from kit.models import fingerprint
     folder, original = Path(folder), {k: v.clone() for k, v in model.state_dict().items()}
+    origin = f"{model_id} @ {fingerprint(model, config=False)}"
     for name in names:
         config = UnlearnConfig.paper(name, split, model_id, **overrides)
         run_dir = folder / name.replace("+", "_")
         try:
             manifest = read_manifest(run_dir)
-            if manifest.get("finished") and manifest["config"] == _as_json(config):
+            if manifest.get("finished") and manifest["config"] == _as_json(config) and manifest.get("model") == origin:
                 continue
         except RunDirError:     # missing or corrupt manifest: redo the run
             pass
         model.load_state_dict(original)
-        unlearn(model, tokenizer, forget, retain, config, run_dir=run_dir, model_id=model_id, data_id=split)
+        unlearn(model, tokenizer, forget, retain, config, run_dir=run_dir, model_id=origin, data_id=split)
     model.load_state_dict(original)
     return find_runs(folder)
 
@@ -162,11 +165,13 @@ class Explorer:
         heat = np.vstack([toks.p.to_numpy(), toks.weight.to_numpy()])
         shown = np.where(np.isnan(heat), 0.0, heat / np.maximum(np.nanmax(heat, axis=1, keepdims=True), 1e-12))
         ax.imshow(shown, aspect="auto", cmap="YlOrRd", vmin=0, vmax=1)
+        size = 9 if len(toks) <= 25 else 7 if len(toks) <= 40 else 6     # as large as the cells allow
+        short = lambda v: "—" if np.isnan(v) else f"{v:.2f}" if v >= 0.01 else f"{v:.0e}".replace("e-0", "e-")
         for (r, c), v in np.ndenumerate(heat):
-            ax.text(c, r, "—" if np.isnan(v) else f"{v:.2g}", ha="center", va="center", fontsize=6,
+            ax.text(c, r, short(v), ha="center", va="center", fontsize=size,
                     color="white" if shown[r, c] > 0.75 else "black")
         ax.set_yticks([0, 1], ["p (checkpoint)", "weight"])
-        ax.set_xticks(range(len(toks)), toks.token, rotation=60, fontsize=7)
+        ax.set_xticks(range(len(toks)), toks.token, rotation=60, fontsize=size)
         ax.set_title(f"forget example {example} at step {step}: answer tokens (colour: value / row maximum)", fontsize=9)
         ax.grid(False)
         fig.tight_layout()

@@ -315,10 +315,11 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def fingerprint(model) -> str:
+def fingerprint(model, config: bool = True) -> str:
     """A short hash of a model's configuration and weights (every parameter's first and last
-    values and its sum), to key cached results to the exact model they came from."""
-    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    values and its sum), to key cached results to the exact model they came from. `config=False`
+    hashes the weights only (saving a model adds fields to its configuration)."""
+    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode() if config else b"")
     with torch.no_grad():
         for name, p in model.named_parameters():
             flat = p.detach().reshape(-1)

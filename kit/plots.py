@@ -13,20 +13,20 @@ import zlib
 import numpy as np
 
 # Families share a hue: gradient ascent and its regularised forms red-brown, NPO and its relatives
-# blues and purples, weighted likelihoods greens, preference and representation objectives dark.
+# blues and purples, weighted likelihoods greens, preference objectives teal and brick, RMU grey.
 COLORS = {
     # objectives (kit.objectives) and their regularised forms
     "ga": "#d62728", "gd": "#ff7f0e", "ga+nll": "#ff7f0e", "ga+kl": "#8c564b",
     "npo": "#1f77b4", "npo+nll": "#17becf", "npo+kl": "#6baed6", "simnpo": "#393b79",
     "tnpo": "#9467bd", "wtnpo": "#e377c2",
     "wga": "#2ca02c", "satimp": "#bcbd22", "undial": "#8c6d31",
-    "po": "#404040", "idkdpo": "#7b4173", "rmu": "#636363",
+    "po": "#008b8b", "idkdpo": "#843c39", "rmu": "#636363",
     # weight selection (kit.attribution) and the references of a benchmark table
     "wagle": "#d62728", "gradient": "#ff7f0e", "magnitude": "#1f77b4", "random": "#7f7f7f",
     "wanda": "#2ca02c", "dense": "#000000", "lora": "#9467bd",
     "target": "#000000", "retain model": "#555555",
     # retain regularisers (notebook 07)
-    "none": "#d62728", "nll": "#1f77b4", "kl": "#2ca02c",
+    "none": "#d62728", "nll": "#ff7f0e", "kl": "#8c564b",      # GA alone, GA+NLL (= GD), GA+KL: their objectives' colours
 }
 _GROUPS = ["#54278f", "#2c7fb8", "#31a354", "#fe9929", "#d7301f"]   # embed -> lm: purple, blue, green, orange, red
 _SPARE = ["#e7ba52", "#843c39", "#5254a3", "#637939", "#d6616b", "#3182bd", "#31a354", "#756bb1"]

@@ -33,9 +33,10 @@ from kit.paths import NOTEBOOKS_DIR, ROOT, write_atomic
 
 # claim-bearing notebooks, and which of them the study runs on the pretrained model
 NOTEBOOKS = {"04": "04_ga_and_wga", "05": "05_npo_and_tnpo", "06": "06_po_and_rmu", "07": "07_regularizers",
-             "08": "08_tofu_benchmark", "09": "09_weight_attribution"}
-PRETRAINED = {"smollm2-135m": ["04", "05", "07", "08"]}
-STUDY = {"09_weight_attribution": {"METHODS": ["wagle", "magnitude", "random", "wanda"]}}   # beyond the defaults
+             "08": "08_tofu_benchmark", "09": "09_weight_attribution", "12": "12_robustness"}
+PRETRAINED = {"smollm2-135m": ["04", "05", "07", "08", "12"]}
+STUDY = {"09_weight_attribution": {"METHODS": ["wagle", "magnitude", "random", "wanda"]},   # beyond the defaults
+         "12_robustness": {"OBJECTIVES": ["ga", "gd", "npo", "npo+kl", "wga", "tnpo", "wtnpo", "simnpo", "rmu"]}}
 STUDY_PRETRAINED = {"08_tofu_benchmark": {"OBJECTIVES": ["ga", "gd", "npo"]}}   # only what its claims compare (CPU time)
 COLUMNS = ["notebook", "model", "family", "fingerprint", "seed", "claim", "value", "date", "kit", "torch",
            "transformers", "machine"]

@@ -43,7 +43,7 @@ def training_args(output_dir: str, config: FinetuneConfig, n_examples: int, prog
     """TrainingArguments shared by fine-tuning and unlearning (no saving, no reporting)."""
     world = int(os.environ.get("WORLD_SIZE", 1))      # processes under accelerate / torchrun (DDP)
     per_epoch = math.ceil(n_examples / (config.batch_size * config.grad_accum * world))
-    total = max(1, math.ceil(per_epoch * config.epochs))
+    total = overrides.get("max_steps") or max(1, math.ceil(per_epoch * config.epochs))
     kwargs = dict(
         output_dir=output_dir, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr,
@@ -101,7 +101,7 @@ class _Trainer(Trainer):
 
 
 def finetune(model, tokenizer, records, config: FinetuneConfig = FinetuneConfig(),
-             progress: bool = True, output_dir: str | None = None):
+             progress: bool = True, output_dir: str | None = None, max_steps: int | None = None):
     """Fine-tune `model` in place on QA `records` (a Dataset or list of dicts); returns it.
 
     Args:
@@ -110,14 +110,20 @@ def finetune(model, tokenizer, records, config: FinetuneConfig = FinetuneConfig(
         config: FinetuneConfig; loss is on answer tokens only.
         progress: show a tqdm progress bar.
         output_dir: Trainer's scratch directory (a temporary one by default).
+        max_steps: exactly this many optimizer steps, cycling over the records (`config.epochs`
+            is then ignored); the warm-up still lasts `config.warmup_epochs` of one pass.
     Returns:
         the trained model (in eval mode).
     """
     data = QADataset(records, tokenizer, config.template, config.max_length)
+    use_cache = getattr(model.config, "use_cache", None)       # Trainer turns it off for training; give it back
     with tempfile.TemporaryDirectory() as scratch:
-        args = training_args(output_dir or scratch, config, len(data), progress)
+        extra = {"max_steps": max_steps} if max_steps else {}
+        args = training_args(output_dir or scratch, config, len(data), progress, **extra)
         trainer = _Trainer(model=model, args=args, train_dataset=data,
                            data_collator=Collator(tokenizer), sampling=config.sampling)
         trainer.remove_callback(PrinterCallback)   # no stray metric dicts on stdout
         trainer.train()
+    if use_cache is not None:
+        model.config.use_cache = use_cache
     return model.eval()

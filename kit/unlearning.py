@@ -163,6 +163,33 @@ class TrackSplits(TrainerCallback):
         return pd.DataFrame(self.rows)
 
 
+class TrackChoices(TrackSplits):
+    """Multiple-choice accuracy of named item sets every `every` optimizer steps (and before the first).
+
+    `TrackChoices(tokenizer, {"forget": forget_mc, "utility": utility_mc}, probes=10, formulation="cloze")`
+    as a callback of `unlearn`; `.frame()` is a tidy DataFrame (step, split, accuracy), the input of
+    `kit.mcq.matched_utility`. `probes`, where given, sets `every` from the run's length (about that
+    many evaluations after the start; the last step is always scored). Scoring is kit.mcq.score's.
+    Used in: notebooks/11_multiple_choice.ipynb
+    """
+
+    def __init__(self, tokenizer, splits: dict, every: int = 1, formulation: str = "letters",
+                 probes: int | None = None):
+        super().__init__(tokenizer, splits, every)
+        self.formulation, self.probes = formulation, probes
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        if self.probes:
+            self.every = max(1, round(state.max_steps / self.probes))
+        super().on_train_begin(args, state, control, model=model, **kw)
+
+    def score(self, model, step: int) -> None:
+        from kit import mcq
+        for name, items in self.splits.items():
+            table = mcq.score(model, self.tokenizer, items, formulation=self.formulation)
+            self.rows.append({"step": step, "split": name, "accuracy": float(table.correct.mean())})
+
+
 class MaskedUpdates(TrainerCallback):
     """Masked unlearning (kit.attribution): only the selected weights change.
 
@@ -249,6 +276,7 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
     recorder = _Recorder(run_dir, manifest, config.save_every)
     recorder.save(model, 0)
     masked = MaskedUpdates(model, mask) if mask is not None else None
+    use_cache = getattr(model.config, "use_cache", None)       # Trainer turns it off for training; the caller's model keeps its own
     try:
         with tempfile.TemporaryDirectory() as scratch:
             args = training_args(scratch, config.train_config(), len(data), progress)
@@ -260,6 +288,8 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
     finally:
         if masked is not None:
             masked.close()
+        if use_cache is not None:
+            model.config.use_cache = use_cache
     return Run(model.eval(), run_dir, pd.DataFrame(recorder.history), manifest)
 
 

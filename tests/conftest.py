@@ -7,6 +7,8 @@ import copy  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+import kit  # noqa: E402,F401 (first: its filter of the known import-time log noise applies to transformers' import)
 from transformers import LlamaForCausalLM  # noqa: E402
 
 from kit.models import TinyRecipe, tiny_config, train_tiny_tokenizer  # noqa: E402

@@ -119,7 +119,7 @@ def test_correlation_claims_are_pooled_on_fisher_z_and_stay_inside_minus_one_one
     z_means = [sum(math.atanh(v) for v in vs) / 3 for vs in by_family.values()]
     mean, low, high = claims.t_interval(z_means)
     assert math.isclose(row["mean"], math.tanh(mean)) and math.isclose(row.high, math.tanh(high))
-    assert -1 < row.low < row.high < 1 and row.basis == "t over 3 family means of Fisher z"
+    assert -1 < row.low < row.high < 1 and row.basis == "t over 3 family means (on Fisher z)"
     assert claims.t_interval([sum(vs) / 3 for vs in by_family.values()])[2] > 1     # the plain t interval leaves [-1, 1]
 
 

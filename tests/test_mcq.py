@@ -145,3 +145,39 @@ def test_choice_scenario_keeps_what_the_model_answers(random_model, tiny_tokeniz
     assert len(everything.forget_mc) == 20 and len(everything.utility_mc) == 24
     with pytest.raises(MCQError, match="Unknown formulation 'mc2'"):
         kit.load_choice_scenario(random_model, tiny_tokenizer, "random", "forget01", formulation="mc2")
+
+
+def test_matched_utility_reads_each_run_where_it_first_reaches_a_level():
+    import pandas as pd
+    rows = []
+    # run a: 1 − FA 0, 0.2, 0.6, 0.4 (a relapse: the running maximum counts), utility 1, 0.9, 0.5, 0.7
+    for step, (fa, ua) in enumerate([(1.0, 1.0), (0.8, 0.9), (0.4, 0.5), (0.6, 0.7)]):
+        rows += [{"run": "a", "step": step, "split": "forget", "accuracy": fa},
+                 {"run": "a", "step": step, "split": "utility", "accuracy": ua}]
+    for step, (fa, ua) in enumerate([(1.0, 1.0), (0.5, 0.95)]):       # run b reaches 0.5
+        rows += [{"run": "b", "step": step, "split": "forget", "accuracy": fa},
+                 {"run": "b", "step": step, "split": "utility", "accuracy": ua}]
+    table = mcq.matched_utility(pd.DataFrame(rows), by="run", levels=3, start=0.1)
+    assert list(table.index) == [0.1, 0.3, 0.5]                       # up to what every run reached
+    np.testing.assert_allclose(table["a"], [0.95, 0.8, 0.6])           # 0.3: between 0.2 (0.9) and 0.6 (0.5)
+    np.testing.assert_allclose(table["b"], [0.99, 0.97, 0.95])
+    stuck = pd.DataFrame([r for r in rows if r["run"] == "b" and r["step"] == 0] +
+                         [{**r, "run": "c"} for r in rows if r["run"] == "a"])
+    assert mcq.matched_utility(stuck, by="run").empty                  # b never forgot: no matched level
+
+
+def test_track_choices_scores_the_sets_along_a_run(random_model, tiny_tokenizer):
+    from kit.data import load_split
+    from kit.unlearning import TrackChoices, UnlearnConfig, unlearn
+    forget = list(load_split("forget01"))[:8]
+    items = mcq.from_qa(list(load_split("forget01_perturbed"))[:6])
+    track = TrackChoices(tiny_tokenizer, {"forget": items, "utility": ITEMS[:3]}, every=2, formulation="cloze")
+    config = UnlearnConfig(objective="ga", epochs=2, lr=1e-3, batch_size=4, grad_accum=1, save_every=0)
+    unlearn(random_model, tiny_tokenizer, forget, config=config, callbacks=[track])
+    df = track.frame()
+    assert sorted(df.step.unique()) == [0, 2, 4] and set(df.split) == {"forget", "utility"}
+    last = df[(df.step == 4) & (df.split == "forget")].accuracy.item()
+    assert last == mcq.score(random_model, tiny_tokenizer, items, formulation="cloze").correct.mean()
+    probed = TrackChoices(tiny_tokenizer, {"forget": items, "utility": ITEMS[:3]}, formulation="cloze", probes=4)
+    unlearn(random_model, tiny_tokenizer, forget, config=config, callbacks=[probed])
+    assert sorted(probed.frame().step.unique()) == [0, 1, 2, 3, 4]

@@ -128,3 +128,16 @@ def test_same_seed_gives_the_same_run_g_effects_and_metrics(tiny_tokenizer, tmp_
                         effects[["e_u", "e_r"]].to_numpy(), answer_scores(run.model, tiny_tokenizer, FORGET)["nll"].to_numpy()))
     assert torch.equal(results[0][0], results[1][0])
     assert (results[0][1] == results[1][1]).all() and (results[0][2] == results[1][2]).all()
+
+
+def test_explorer_runs_are_reused_only_for_the_same_weights(tiny_tokenizer, new_random_model, tmp_path):
+    from kit.explore import make_runs
+    from kit.rundir import read_manifest
+    a, b = new_random_model(tiny_tokenizer, seed=0), new_random_model(tiny_tokenizer, seed=1)
+    make_runs(tmp_path, a, tiny_tokenizer, FORGET, RETAIN, ["ga"], "forget01", "tiny", epochs=1, save_every=0)
+    first, saved = read_manifest(tmp_path / "ga"), tmp_path / "ga" / "checkpoint-0" / "model.safetensors"
+    stamp = saved.stat().st_mtime_ns
+    make_runs(tmp_path, a, tiny_tokenizer, FORGET, RETAIN, ["ga"], "forget01", "tiny", epochs=1, save_every=0)
+    assert saved.stat().st_mtime_ns == stamp                                       # same weights: kept
+    make_runs(tmp_path, b, tiny_tokenizer, FORGET, RETAIN, ["ga"], "forget01", "tiny", epochs=1, save_every=0)
+    assert read_manifest(tmp_path / "ga")["model"] != first["model"]             # another family: redone
