@@ -246,4 +246,5 @@ def conclusions(table: pd.DataFrame) -> str:
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """The columns a reader needs, rounded (for a notebook's last cell)."""
     shown = table[["claim", "model", "n", "mean", "low", "high", "k_of_n", "verdict", "basis"]].copy()
-    return shown.round({"mean": 4, "low": 4, "high": 4}).set_index("claim")
+    three = lambda v: float(f"{v:.3g}") if pd.notna(v) else v           # three significant digits: 4.93e-05, not 0.0000
+    return shown.assign(**{c: shown[c].map(three) for c in ("mean", "low", "high")}).set_index("claim")
