@@ -27,7 +27,7 @@ every replicate with a margin.
     table = ledger.table()                      # mean, 95% interval, k of n, verdict per claim
     print(claims.conclusions(table))
 
-Used in: notebooks 04-09 (their last cells) and kit.replicate.
+Used in: notebooks 04-09 and 12 (their last cells) and kit.replicate.
 """
 from __future__ import annotations
 
