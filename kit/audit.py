@@ -24,10 +24,12 @@ back, without subtracting what the attack would teach a model that never knew.
   (`TorchAoConfig`) for GPU users. The head and embeddings stay in full precision, as in GPTQ and
   AWQ.
 
-Metrics (on the held-out forget items, `kit.tofu.score_items`): `nll` (minus the mean answer NLL),
-`rouge` (ROUGE-L recall of the greedy answer), `truth` (minus the mean log truth ratio
-log P(perturbed) / P(paraphrased), geometric as TOFU: > 0 when the paraphrase is preferred) and
-`fq` (-log10 of forget quality against the attacked retain model's items: 0 for the retain model).
+Metrics (on the held-out forget items, `kit.tofu.score_items`), oriented so that higher = knows
+more: `nll` (minus the mean answer NLL), `rouge` (ROUGE-L recall of the greedy answer) and `truth`
+(minus the mean log truth ratio log P(perturbed) / P(paraphrased), geometric as TOFU: > 0 when the
+paraphrase is preferred). Beside them `fq`, TOFU's forget quality against the attacked retain
+model (a two-sided KS p-value: 1 for the retain model itself); it says how far from the retain
+model, not in which direction, so it gets no recovery score.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 METRICS = ("nll", "rouge", "truth", "fq")
+ORIENTED = ("nll", "rouge", "truth")        # the metrics with a recovery score
 ROLES = ("unlearned", "retain", "target")
 
 
@@ -134,8 +137,7 @@ def knowledge(model, tokenizer, records, reference: pd.DataFrame | None = None,
     scored = tofu.item_metrics(items)
     out = {"nll": -float(scored.avg_gt_loss.mean()), "rouge": float(scored.rouge.mean()),
            "truth": -float(np.log(scored.R).mean())}
-    fq = tofu.forget_quality(items, reference)["forget_quality"] if reference is not None else 1.0
-    out["fq"] = -float(np.log10(max(fq, 1e-300)))
+    out["fq"] = tofu.forget_quality(items, reference)["forget_quality"] if reference is not None else 1.0
     return out, items
 
 
@@ -169,7 +171,7 @@ def audit(models: dict, tokenizer, records, attacks: dict, batch_size: int = 32)
 
 
 def recovery(table: pd.DataFrame, baseline: str = "retain", min_gap: float = 1e-6) -> pd.DataFrame:
-    """Recovery score per attack, metric and model from an `audit` table:
+    """Recovery score per attack, oriented metric (`ORIENTED`) and model from an `audit` table:
     (m(model') - m(base)) / (m(target') - m(base)), primes after the attack.
 
     Args:
@@ -179,7 +181,7 @@ def recovery(table: pd.DataFrame, baseline: str = "retain", min_gap: float = 1e-
             retain model; needs the attack "none" in the table).
         min_gap: NaN where the target and the base differ by less (the metric cannot tell them apart).
     """
-    wide = table.pivot_table(index=["attack", "metric"], columns="model", values="value", sort=False)
+    wide = table[table.metric.isin(ORIENTED)].pivot_table(index=["attack", "metric"], columns="model", values="value", sort=False)
     if baseline not in ("retain", "unlearned"):
         raise AuditError(f"baseline={baseline!r}: use 'retain' or 'unlearned'.")
     if baseline == "retain" and "retain" not in wide:

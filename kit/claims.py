@@ -100,11 +100,11 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("wagle.vs_dense", "09_weight_attribution", _W, "unlearning through WAGLE's mask keeps more retain knowledge than dense unlearning",
           "retain NLL of dense unlearning (which also moves embeddings, norms and head) minus WAGLE's at matched forget NLL"),
     Claim("audit.relearn", "12_robustness", "Hu et al., 2024; Lynch et al., 2024 (relearning attacks)",
-          "a few fine-tuning steps on part of the forget data bring unlearned knowledge back",
+          "a few fine-tuning steps on half of the forget questions bring the other half's answers back towards the target",
           "NLL recovery score on the held-out forget half after the largest relearning budget minus before, "
           "mean over the unlearned models"),
     Claim("audit.specific", "12_robustness", "Hu et al., 2024 (relearning attacks)",
-          "relearning on forget questions brings back more than the same fine-tuning on retain data",
+          "relearning on forget questions brings back more than the same fine-tuning on retain data (knowledge, not repair)",
           "NLL recovery score after relearning on the forget half minus after as many steps on retain data, "
           "mean over the unlearned models"),
     Claim("audit.quantize", "12_robustness", "Zhang et al., 2025 (quantization attacks)",

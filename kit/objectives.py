@@ -238,8 +238,25 @@ def rmu_direction(hidden_size: int, seed: int = 0) -> torch.Tensor:
     return u / u.norm()
 
 
+def _blocks(model) -> torch.nn.ModuleList:
+    """The model's transformer blocks: its ModuleList with one entry per hidden layer."""
+    n = model.config.num_hidden_layers
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ObjectiveError(f"{type(model).__name__} has no list of {n} blocks to read RMU's hidden state from.")
+
+
 def _hidden(model, part: dict, layer: int) -> torch.Tensor:
-    return fp32(forward(model, part, output_hidden_states=True).hidden_states[layer + 1])
+    """The residual stream after block `layer`, read by a hook on the block: `output_hidden_states`
+    gives the last block's state after the final norm, which is not what RMU steers."""
+    kept = []
+    handle = _blocks(model)[layer].register_forward_hook(lambda _m, _i, out: kept.append(out[0] if isinstance(out, tuple) else out))
+    try:
+        forward(model, part)
+    finally:
+        handle.remove()
+    return fp32(kept[0])
 
 
 def rmu(model, batch, ref=None, layer: int = 2, coeff: float = 4.0, seed: int = 0) -> Output:

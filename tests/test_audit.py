@@ -86,7 +86,8 @@ def test_recovery_is_zero_for_the_retain_model_and_one_for_the_target(random_mod
     wide = table.pivot_table(index=["attack", "metric"], columns="model", values="value")
     expected = (wide.unlearned - wide.retain) / (wide.target - wide.retain)
     assert by["unlearned", "none", "nll"] == pytest.approx(expected["none", "nll"])
-    assert (table[(table.model == "retain") & (table.metric == "fq")].value == 0).all()   # fq is measured against it
+    assert (table[(table.model == "retain") & (table.metric == "fq")].value == 1).all()   # fq is measured against it
+    assert set(scores.metric) == set(audit.ORIENTED)                                    # fq has no direction: no score
     with pytest.raises(AuditError, match="needs the target model"):
         audit.audit({"unlearned": unlearned, "retain": retain}, tiny_tokenizer, FORGET, {"none": None})
     # without a retain model: the share of what unlearning removed that comes back

@@ -66,10 +66,9 @@ def test_g_effect_equals_dense_gradient_products(random_model, tiny_tokenizer):
 
 
 @pytest.mark.parametrize("objective,hparams,lr", [("ga", {}, 1e-3), ("npo", {"beta": 0.5}, 1e-3),
-                                                  ("wga", {"alpha": 0.5}, 1e-3), ("rmu", {"layer": 1, "coeff": 2.0}, 1e-6)])
+                                                  ("wga", {"alpha": 0.5}, 1e-3), ("rmu", {"layer": 1, "coeff": 2.0}, 1e-4)])
 def test_g_effect_predicts_the_risk_change_of_one_sgd_step(random_model, tiny_tokenizer, objective, hparams, lr):
-    # RMU's forget total is a sum of large group terms of both signs (-2.2 + 0.7 + 1.2 + 0.1 on this
-    # model): the second-order term does not cancel, so it needs a smaller step (fp64 resolves it)
+    # each objective's step is sized so its risk changes are resolved in fp64 and its curvature is still small
     check = geffect.check_first_order(random_model, tiny_tokenizer, objective, FORGET, RETAIN, lr=lr,
                                       hparams=hparams, per_group=True, batch_size=6)
     assert (check["rel_error"] < 0.05).all(), check

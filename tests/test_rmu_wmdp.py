@@ -23,8 +23,11 @@ def test_loss_is_wmdps_definition(random_model, tiny_tokenizer):
     out = objectives.compute("rmu_wmdp", random_model, batch, ref=ref, layer=1, coeff=3.0, alpha=50.0)
     with torch.no_grad():
         f = batch["forget"]
-        h = random_model(input_ids=f["input_ids"], attention_mask=f["attention_mask"],
-                         output_hidden_states=True).hidden_states[2]
+        seen = []                                                   # block 1's output: the residual stream, before the final norm
+        hook = random_model.model.layers[1].register_forward_hook(lambda _m, _i, out: seen.append(out[0] if isinstance(out, tuple) else out))
+        random_model(input_ids=f["input_ids"], attention_mask=f["attention_mask"])
+        hook.remove()
+        h = seen[0]
         u = 3.0 * objectives.rmu_direction(h.shape[-1], 0)
         keep = f["attention_mask"].bool()
         per = torch.stack([((h[i][keep[i]] - u) ** 2).mean() for i in range(len(h))])
@@ -69,9 +72,9 @@ def test_g_effect_includes_the_retain_term_and_predicts_a_step(random_model, tin
     with torch.no_grad():
         for p in random_model.model.layers[0].mlp.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    check = geffect.check_first_order(random_model, tiny_tokenizer, "rmu_wmdp", DOCS, RETAIN, lr=1e-5, hparams=hp,
+    check = geffect.check_first_order(random_model, tiny_tokenizer, "rmu_wmdp", DOCS, RETAIN, lr=1e-3, hparams=hp,
                                       ref=ref, batch_size=8, max_length=32)
-    assert (check["rel_error"] < 0.05).all(), check
+    assert (check["rel_error"] < 0.05).all() and check.resolved.sum() >= 6, check   # the groups RMU reaches are resolved
     with_retain = geffect.g_effect(random_model, tiny_tokenizer, "rmu_wmdp", DOCS, RETAIN, hparams=hp, ref=ref,
                                    max_length=32)
     without = geffect.g_effect(random_model, tiny_tokenizer, "rmu_wmdp", DOCS, RETAIN, hparams={**hp, "alpha": 0.0},
@@ -86,3 +89,13 @@ def test_the_published_recipe_by_name():
     assert (config.lr, config.batch_size, config.max_length, config.epochs) == (5e-5, 4, 512, 1.0)
     with pytest.raises(objectives.ObjectiveError, match="No paper rmu_wmdp setting for model 'tiny'"):
         UnlearnConfig.paper("rmu_wmdp", model="tiny")
+
+
+def test_the_hidden_state_is_the_blocks_output_also_for_the_last_block(random_model, tiny_tokenizer):
+    batch = _batch(tiny_tokenizer, DOCS, RETAIN)["forget"]
+    with torch.no_grad():
+        states = random_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True).hidden_states
+        assert torch.equal(objectives._hidden(random_model, batch, 0), states[1])          # an inner block: the same
+        last = objectives._hidden(random_model, batch, 1)
+        assert not torch.allclose(last, states[2])                                       # transformers' last entry is normed ...
+        assert torch.allclose(random_model.model.norm(last), states[2], atol=1e-5)       # ... from this state
