@@ -111,9 +111,9 @@ def test_explorer_runs_in_jupyterlab_and_its_widgets_update_the_views(lab):
         page.click(".lm-MenuBar-item:has-text('Run')")
         page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
         status = page.locator(".widget-html:has-text('move a control')")
-        status.wait_for(timeout=240_000)
+        status.wait_for(timeout=600_000)            # every run drawn statically first: minutes on a loaded 2-core machine
         assert "every run at its last checkpoint" in status.inner_text()   # the static views above
-        _wait_idle(url, token, 240)
+        _wait_idle(url, token, 480)
         assert page.locator(".jp-OutputArea-output:has-text('Traceback')").count() == 0
         static = page.locator(".jp-OutputArea-output img").first
         static.scroll_into_view_if_needed()
