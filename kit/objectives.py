@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from kit.data import IGNORE
 from kit.forward import answer_logits, forward, fp32, keeps_logits  # noqa: F401 (re-exported)
+from kit.groups import find_blocks
 
 
 class ObjectiveError(ValueError):
@@ -238,20 +239,12 @@ def rmu_direction(hidden_size: int, seed: int = 0) -> torch.Tensor:
     return u / u.norm()
 
 
-def _blocks(model) -> torch.nn.ModuleList:
-    """The model's transformer blocks: its ModuleList with one entry per hidden layer."""
-    n = model.config.num_hidden_layers
-    for _, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    raise ObjectiveError(f"{type(model).__name__} has no list of {n} blocks to read RMU's hidden state from.")
-
-
 def _hidden(model, part: dict, layer: int) -> torch.Tensor:
     """The residual stream after block `layer`, read by a hook on the block: `output_hidden_states`
     gives the last block's state after the final norm, which is not what RMU steers."""
     kept = []
-    handle = _blocks(model)[layer].register_forward_hook(lambda _m, _i, out: kept.append(out[0] if isinstance(out, tuple) else out))
+    block = model.get_submodule(find_blocks(model))[layer]
+    handle = block.register_forward_hook(lambda _m, _i, out: kept.append(out[0] if isinstance(out, tuple) else out))
     try:
         forward(model, part)
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -100,6 +101,17 @@ class _Trainer(Trainer):
         return ChunkSortedSampler(lengths, self.args.per_device_train_batch_size, seed=self.args.seed)
 
 
+@contextmanager
+def keeps_use_cache(model):
+    """Trainer turns `config.use_cache` off for training; the caller's model gets its own value back."""
+    use_cache = getattr(model.config, "use_cache", None)
+    try:
+        yield
+    finally:
+        if use_cache is not None:
+            model.config.use_cache = use_cache
+
+
 def finetune(model, tokenizer, records, config: FinetuneConfig = FinetuneConfig(),
              progress: bool = True, output_dir: str | None = None, max_steps: int | None = None):
     """Fine-tune `model` in place on QA `records` (a Dataset or list of dicts); returns it.
@@ -116,14 +128,11 @@ def finetune(model, tokenizer, records, config: FinetuneConfig = FinetuneConfig(
         the trained model (in eval mode).
     """
     data = QADataset(records, tokenizer, config.template, config.max_length)
-    use_cache = getattr(model.config, "use_cache", None)       # Trainer turns it off for training; give it back
-    with tempfile.TemporaryDirectory() as scratch:
+    with keeps_use_cache(model), tempfile.TemporaryDirectory() as scratch:
         extra = {"max_steps": max_steps} if max_steps else {}
         args = training_args(output_dir or scratch, config, len(data), progress, **extra)
         trainer = _Trainer(model=model, args=args, train_dataset=data,
                            data_collator=Collator(tokenizer), sampling=config.sampling)
         trainer.remove_callback(PrinterCallback)   # no stray metric dicts on stdout
         trainer.train()
-    if use_cache is not None:
-        model.config.use_cache = use_cache
     return model.eval()

@@ -25,7 +25,7 @@ from kit import objectives, rundir
 from kit.data import Collator, ForgetRetainDataset
 from kit.evaluation import answer_scores
 from kit.rundir import read_manifest  # noqa: F401 (where callers have found it)
-from kit.train import FinetuneConfig, training_args
+from kit.train import FinetuneConfig, keeps_use_cache, training_args
 
 DEFAULT_LR = {"tiny": 1e-3, "smollm2-135m": 1e-5, "phi-1.5": 2e-5, "llama-2-7b": 1e-5}
 ALIASES = {"gd": ("ga", "nll"), "graddiff": ("ga", "nll")}   # name -> (objective, regulariser)
@@ -276,9 +276,8 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
     recorder = _Recorder(run_dir, manifest, config.save_every)
     recorder.save(model, 0)
     masked = MaskedUpdates(model, mask) if mask is not None else None
-    use_cache = getattr(model.config, "use_cache", None)       # Trainer turns it off for training; the caller's model keeps its own
     try:
-        with tempfile.TemporaryDirectory() as scratch:
+        with keeps_use_cache(model), tempfile.TemporaryDirectory() as scratch:
             args = training_args(scratch, config.train_config(), len(data), progress)
             extra = [masked] if masked is not None else []
             trainer = UnlearnTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(tokenizer),
@@ -288,8 +287,6 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
     finally:
         if masked is not None:
             masked.close()
-        if use_cache is not None:
-            model.config.use_cache = use_cache
     return Run(model.eval(), run_dir, pd.DataFrame(recorder.history), manifest)
 
 

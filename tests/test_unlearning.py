@@ -141,3 +141,4 @@ def test_explorer_runs_are_reused_only_for_the_same_weights(tiny_tokenizer, new_
     assert saved.stat().st_mtime_ns == stamp                                       # same weights: kept
     make_runs(tmp_path, b, tiny_tokenizer, FORGET, RETAIN, ["ga"], "forget01", "tiny", epochs=1, save_every=0)
     assert read_manifest(tmp_path / "ga")["model"] != first["model"]             # another family: redone
+    assert a.config.use_cache and b.config.use_cache                            # Trainer's use_cache=False was given back
