@@ -223,6 +223,16 @@ class Mask:
         out["density"] = out["selected"] / out["total"]
         return out
 
+    def within(self, model, group: str, by: str = "paper") -> "Mask":
+        """The part of this mask inside one parameter group (a `by` scheme's group: "shallow",
+        "block.2", "mlp.down", ...; kit.groups), the other weights left fixed."""
+        group_of = param_groups(model, by)
+        masks = {n: m for n, m in self.masks.items() if group_of.get(n) == group}
+        if not masks:
+            raise AttributionError(f"This mask covers no parameter of group {group!r} under {by!r}; its groups are "
+                                   f"{', '.join(dict.fromkeys(group_of[n] for n in self.masks))}.")
+        return Mask(masks, self.method, self.ratio, self.scope)
+
     def jaccard(self, other: "Mask") -> float:
         """|A ∩ B| / |A ∪ B| over the parameters both masks cover."""
         common = set(self.masks) & set(other.masks)
@@ -279,6 +289,12 @@ def attribute(method: str, model, tokenizer=None, forget=None, retain=None, *, r
     _check(ratio, scope or "global")    # before any gradient is computed
     score = scores(method, model, tokenizer, forget, retain, include=include, **score_kw)
     return select(score, ratio, scope or ("row" if method == "wanda" else "global"), model, method)
+
+
+def everything(model, include: Iterable[str] = ("attn", "mlp")) -> Mask:
+    """Every eligible weight selected: the reference a selection's G-effect share is read against
+    (a random mask at ratio r keeps, in expectation, r times this mask's G-effect)."""
+    return Mask({n: torch.ones_like(p, dtype=torch.bool) for n, p in eligible(model, include).items()}, "eligible", 1.0)
 
 
 def block_mask(model, blocks: Iterable[int], modules: Iterable[str] = ("mlp.down",)) -> Mask:

@@ -95,6 +95,15 @@ def relearner(tokenizer, records, steps: int = 10, lr: float = 1e-5, batch_size:
     return attack
 
 
+def relearn_effect(model, tokenizer, relearn, held, batch_size: int = 16) -> float:
+    """The G-effect of relearning at `model`'s weights: e = ∇R(held)ᵀ∇L_NLL(relearn), so a plain
+    gradient step of size η on `relearn` lowers the held-out risk by about η·e. It is GA's e_r with
+    D_u = relearn and D_r = held, negated (GA's loss is −R(D_u)): one objective gradient."""
+    from kit.geffect import g_effect
+    table = g_effect(as_model(model), tokenizer, "ga", list(relearn), list(held), batch_size=batch_size)
+    return -float(table[(table.component == "total") & (table.group == "total")].e_r.iloc[0])
+
+
 def quantize(model, bits: int = 8, group_size: int = 32):
     """A copy of `model` whose attention and MLP weights are rounded to `bits` (8 or 4), one scale
     per `group_size` input weights (torchao's weight-only round-to-nearest)."""

@@ -239,9 +239,10 @@ def rmu_direction(hidden_size: int, seed: int = 0) -> torch.Tensor:
     return u / u.norm()
 
 
-def _hidden(model, part: dict, layer: int) -> torch.Tensor:
-    """The residual stream after block `layer`, read by a hook on the block: `output_hidden_states`
-    gives the last block's state after the final norm, which is not what RMU steers."""
+def hidden_state(model, part: dict, layer: int) -> torch.Tensor:
+    """The residual stream after block `layer` on a batch (input_ids, attention_mask): what RMU
+    steers, read by a hook on the block (`output_hidden_states` gives the last block's state after
+    the final norm instead)."""
     kept = []
     block = model.get_submodule(find_blocks(model))[layer]
     handle = block.register_forward_hook(lambda _m, _i, out: kept.append(out[0] if isinstance(out, tuple) else out))
@@ -258,7 +259,7 @@ def rmu(model, batch, ref=None, layer: int = 2, coeff: float = 4.0, seed: int = 
     if not 0 <= layer < n_layers:
         raise ObjectiveError(f"RMU layer {layer} is out of range: this model has blocks 0..{n_layers - 1}.")
     part = _part(batch, "forget", "rmu")
-    hidden = _hidden(model, part, layer)
+    hidden = hidden_state(model, part, layer)
     target = coeff * rmu_direction(hidden.shape[-1], seed).to(hidden.device)
     mask = (part["labels"] != IGNORE)                   # answer positions (unshifted)
     per = _mean_tokens(((hidden - target) ** 2).sum(-1), mask)
@@ -279,12 +280,12 @@ def rmu_wmdp(model, batch, ref=None, layer: int = 7, coeff: float = 6.5, alpha: 
     if ref is None:
         raise ObjectiveError("Objective 'rmu_wmdp' keeps retain activations at the frozen model's: pass "
                              "ref=objectives.make_reference(model) (kit.unlearn makes it).")
-    hidden = _hidden(model, forget, layer)
+    hidden = hidden_state(model, forget, layer)
     target = coeff * rmu_direction(hidden.shape[-1], seed).to(hidden.device)
     per = _mean_tokens(((hidden - target) ** 2).mean(-1), forget["attention_mask"].bool())
     with torch.no_grad():
-        frozen = _hidden(ref, retain, layer)
-    kept = _mean_tokens(((_hidden(model, retain, layer) - frozen) ** 2).mean(-1), retain["attention_mask"].bool())
+        frozen = hidden_state(ref, retain, layer)
+    kept = _mean_tokens(((hidden_state(model, retain, layer) - frozen) ** 2).mean(-1), retain["attention_mask"].bool())
     return Output(per.mean() + alpha * kept.mean(), per.detach(),
                   hparams={"layer": layer, "coeff": coeff, "alpha": alpha, "seed": seed})
 

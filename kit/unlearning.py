@@ -12,6 +12,7 @@ everything it finished. A non-finite loss stops the run with an error naming the
 """
 from __future__ import annotations
 
+import copy
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class UnlearnConfig:
     max_length: int = 512
     template: str = "auto"
     seed: int = 0
+    lora_rank: int = 0                              # > 0: train LoRA adapters of this rank (alpha 2r) instead, merged at the end
 
     @classmethod
     def paper(cls, name: str, split: str = "forget10", model: str = "phi-1.5", **overrides) -> "UnlearnConfig":
@@ -94,6 +96,8 @@ class _Recorder(TrainerCallback):
     def save(self, model, step: int) -> None:
         if self.run_dir is None or step in self.manifest["steps"]:
             return
+        if hasattr(model, "merge_and_unload"):     # LoRA: a merged copy, which loads back as a plain model
+            model = copy.deepcopy(model).merge_and_unload()
         rundir.save_checkpoint(model, self.run_dir, step)
         self.manifest["steps"].append(step)
         rundir.write_manifest(self.run_dir, self.manifest)
@@ -253,10 +257,15 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
         progress: show a progress bar.
         model_id, data_id: recorded in the manifest (e.g. "tiny", "forget01").
         mask: a kit.attribution.Mask: update only the selected weights (WAGLE and baselines).
+            `config.lora_rank > 0` trains low-rank adapters on every attention and MLP projection
+            instead (initialised with `config.seed`; peft) and merges them into `model` at the end.
     Returns:
         Run(model, run_dir, history: DataFrame of per-step losses, manifest)
     """
     objectives.get(config.objective)   # unknown names fail before any work
+    if config.lora_rank < 0 or (config.lora_rank and mask is not None):
+        raise UnlearnError(f"lora_rank={config.lora_rank} with mask={getattr(mask, 'method', mask)!r}: LoRA needs a rank > 0 "
+                           "and trains its own adapters, so pass either a mask or lora_rank, not both.")
     if objectives.needs_reference(config.objective, config.regularizer) and ref is None:
         ref = objectives.make_reference(model)
     needs_retain = objectives.needs_retain(config.objective, config.regularizer)
@@ -276,17 +285,25 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
     recorder = _Recorder(run_dir, manifest, config.save_every)
     recorder.save(model, 0)
     masked = MaskedUpdates(model, mask) if mask is not None else None
+    trained = model
+    if config.lora_rank:
+        from kit.attribution import lora
+        torch.manual_seed(config.seed)              # the adapters' initialisation
+        trained = lora(model, rank=config.lora_rank, alpha=2 * config.lora_rank)
     try:
         with keeps_use_cache(model), tempfile.TemporaryDirectory() as scratch:
             args = training_args(scratch, config.train_config(), len(data), progress)
             extra = [masked] if masked is not None else []
-            trainer = UnlearnTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(tokenizer),
+            trainer = UnlearnTrainer(model=trained, args=args, train_dataset=data, data_collator=Collator(tokenizer),
                                      config=config, ref=ref, recorder=recorder, callbacks=[*extra, recorder, *callbacks])
             trainer.remove_callback(PrinterCallback)
             trainer.train()
     finally:
         if masked is not None:
             masked.close()
+        if trained is not model:                    # the adapters merged into model's own weights; peft froze them
+            trained.merge_and_unload()
+            model.requires_grad_(True)
     return Run(model.eval(), run_dir, pd.DataFrame(recorder.history), manifest)
 
 

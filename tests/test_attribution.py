@@ -3,10 +3,10 @@ unselected weights bitwise unchanged, and bad requests fail clearly."""
 import pytest
 import torch
 
-from kit import attribution, geffect
+from kit import attribution, geffect, groups
 from kit.attribution import AttributionError
 from kit.data import Collator, QADataset, load_split
-from kit.unlearning import UnlearnConfig, unlearn
+from kit.unlearning import UnlearnConfig, UnlearnError, unlearn
 
 FORGET = list(load_split("forget01"))[:6]
 RETAIN = list(load_split("retain99"))[:6]
@@ -116,6 +116,21 @@ def test_g_effect_split_by_a_mask_sums_to_the_dense_total(random_model, tiny_tok
     assert split.set_index("group").loc["total", "e_r"] == pytest.approx(total["e_r"], rel=1e-5)
 
 
+def test_a_mask_split_by_group_adds_up_to_the_mask(random_model, tiny_tokenizer):
+    mask = attribution.attribute("magnitude", random_model, ratio=0.5)
+    full = attribution.everything(random_model)
+    assert full.n_selected == full.n_eligible == mask.n_eligible
+    names = sorted({g for n, g in groups.param_groups(random_model, "paper").items() if n in mask.masks})
+    parts = [mask.within(random_model, g) for g in names]
+    assert sum(p.n_selected for p in parts) == mask.n_selected and sum(p.n_eligible for p in parts) == mask.n_eligible
+    dots = [geffect.g_effect(random_model, tiny_tokenizer, "ga", FORGET[:3], RETAIN[:3], groups=p)
+            .set_index("group").loc["selected", "e_u"] for p in parts]
+    whole = geffect.g_effect(random_model, tiny_tokenizer, "ga", FORGET[:3], RETAIN[:3], groups=mask)
+    assert sum(dots) == pytest.approx(whole.set_index("group").loc["selected", "e_u"], rel=1e-5)
+    with pytest.raises(attribution.AttributionError, match="'lm'"):
+        mask.within(random_model, "lm")                          # the head is not eligible: named in the message
+
+
 def test_bad_requests_say_what_to_do(random_model, tiny_tokenizer):
     scores = attribution.scores("magnitude", random_model)
     for bad in (0, -0.5, 1.5, True):
@@ -147,3 +162,24 @@ def test_lora_trains_only_adapters(random_model, tiny_tokenizer):
     assert all(torch.equal(p.detach(), base[n]) for n, p in model.named_parameters() if n in base)
     merged = model.merge_and_unload()
     assert not any("lora_" in n for n, _ in merged.named_parameters())
+
+
+def test_unlearn_with_lora_rank_merges_the_adapters_into_the_model(new_random_model, tiny_tokenizer, tmp_path):
+    pytest.importorskip("peft")
+    from kit import rundir
+    config = UnlearnConfig(objective="ga", lr=1e-2, epochs=1, batch_size=4, lora_rank=2, seed=3)
+    models = [new_random_model(tiny_tokenizer) for _ in range(2)]
+    before = {n: p.detach().clone() for n, p in models[0].named_parameters()}
+    run = unlearn(models[0], tiny_tokenizer, FORGET, config=config, run_dir=tmp_path / "run")
+    unlearn(models[1], tiny_tokenizer, FORGET, config=config)
+    assert run.model is models[0] and not any("lora_" in n for n, _ in models[0].named_parameters())
+    assert all(p.requires_grad for p in models[0].parameters())       # peft froze them; given back
+    eligible = set(attribution.eligible(models[0]))
+    for n, p in models[0].named_parameters():
+        moved = not torch.equal(p.detach(), before[n])
+        assert moved == (n in eligible), n                            # only the adapted projections change
+        assert torch.equal(p.detach(), dict(models[1].named_parameters())[n].detach()), n   # the seed fixes the adapters
+    saved = rundir.load_checkpoint(run.run_dir, run.manifest["steps"][-1])   # a merged, plain checkpoint
+    assert all(torch.equal(p, models[0].state_dict()[n]) for n, p in saved.state_dict().items())
+    with pytest.raises(UnlearnError, match="not both"):
+        unlearn(models[1], tiny_tokenizer, FORGET, config=config, mask=attribution.everything(models[1]))

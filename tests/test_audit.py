@@ -98,3 +98,12 @@ def test_recovery_is_zero_for_the_retain_model_and_one_for_the_target(random_mod
         (wide.loc[("8-bit", "nll"), "unlearned"] - lone.loc["nll", "unlearned"]) / (wide.loc[("8-bit", "nll"), "target"] - lone.loc["nll", "unlearned"]))
     with pytest.raises(AuditError, match="pass baseline='unlearned'"):
         audit.recovery(table[table.model != "retain"])
+
+
+def test_relearn_effect_is_the_nll_gradient_dotted_with_the_held_out_risk_gradient(random_model, tiny_tokenizer):
+    from kit import geffect
+    relearn, held = audit.halves(FORGET, seed=0)
+    e = audit.relearn_effect(random_model, tiny_tokenizer, relearn, held)
+    g = geffect.g_effect(random_model, tiny_tokenizer, "ga", relearn, held, regularizer="nll", reg_retain=relearn)
+    nll = g[g.component.str.startswith("nll") & (g.group == "total")].e_r.item()   # the NLL loss's own component
+    assert e == pytest.approx(nll, rel=1e-5)

@@ -95,7 +95,7 @@ def test_the_hidden_state_is_the_blocks_output_also_for_the_last_block(random_mo
     batch = _batch(tiny_tokenizer, DOCS, RETAIN)["forget"]
     with torch.no_grad():
         states = random_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True).hidden_states
-        assert torch.equal(objectives._hidden(random_model, batch, 0), states[1])          # an inner block: the same
-        last = objectives._hidden(random_model, batch, 1)
+        assert torch.equal(objectives.hidden_state(random_model, batch, 0), states[1])          # an inner block: the same
+        last = objectives.hidden_state(random_model, batch, 1)
         assert not torch.allclose(last, states[2])                                       # transformers' last entry is normed ...
         assert torch.allclose(random_model.model.norm(last), states[2], atol=1e-5)       # ... from this state
