@@ -230,7 +230,7 @@ class Mask:
         masks = {n: m for n, m in self.masks.items() if group_of.get(n) == group}
         if not masks:
             raise AttributionError(f"This mask covers no parameter of group {group!r} under {by!r}; its groups are "
-                                   f"{', '.join(dict.fromkeys(group_of[n] for n in self.masks))}.")
+                                   f"{', '.join(dict.fromkeys(group_of.get(n, '?') for n in self.masks))}.")
         return Mask(masks, self.method, self.ratio, self.scope)
 
     def jaccard(self, other: "Mask") -> float:

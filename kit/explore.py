@@ -53,7 +53,8 @@ def make_runs(folder: str | Path, model, tokenizer, forget, retain, names, split
         run_dir = folder / name.replace("+", "_")
         try:
             manifest = read_manifest(run_dir)
-            if manifest.get("finished") and manifest["config"] == _as_json(config) and manifest.get("model") == origin:
+            saved = {**_as_json(UnlearnConfig()), **manifest["config"]}    # fields added since it ran take their defaults
+            if manifest.get("finished") and saved == _as_json(config) and manifest.get("model") == origin:
                 continue
         except RunDirError:     # missing or corrupt manifest: redo the run
             pass

@@ -258,14 +258,18 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
         model_id, data_id: recorded in the manifest (e.g. "tiny", "forget01").
         mask: a kit.attribution.Mask: update only the selected weights (WAGLE and baselines).
             `config.lora_rank > 0` trains low-rank adapters on every attention and MLP projection
-            instead (initialised with `config.seed`; peft) and merges them into `model` at the end.
+            instead (initialised with `config.seed`; peft) and merges them into `model` at the end;
+            callbacks then see the peft-wrapped model (a live G-effect probe measures the adapters'
+            parameters only), and each checkpoint is a merged copy (one model's extra memory).
     Returns:
         Run(model, run_dir, history: DataFrame of per-step losses, manifest)
     """
     objectives.get(config.objective)   # unknown names fail before any work
-    if config.lora_rank < 0 or (config.lora_rank and mask is not None):
-        raise UnlearnError(f"lora_rank={config.lora_rank} with mask={getattr(mask, 'method', mask)!r}: LoRA needs a rank > 0 "
-                           "and trains its own adapters, so pass either a mask or lora_rank, not both.")
+    if isinstance(config.lora_rank, bool) or not isinstance(config.lora_rank, int) or config.lora_rank < 0:
+        raise UnlearnError(f"lora_rank={config.lora_rank!r}: the LoRA rank is a whole number >= 1 (0: no LoRA, every weight trains).")
+    if config.lora_rank and mask is not None:
+        raise UnlearnError(f"lora_rank={config.lora_rank} with mask={mask.method!r}: LoRA trains its own adapters, so pass "
+                           "either a mask or lora_rank, not both.")
     if objectives.needs_reference(config.objective, config.regularizer) and ref is None:
         ref = objectives.make_reference(model)
     needs_retain = objectives.needs_retain(config.objective, config.regularizer)
@@ -285,7 +289,7 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
     recorder = _Recorder(run_dir, manifest, config.save_every)
     recorder.save(model, 0)
     masked = MaskedUpdates(model, mask) if mask is not None else None
-    trained = model
+    trained, trainable = model, {n for n, p in model.named_parameters() if p.requires_grad}
     if config.lora_rank:
         from kit.attribution import lora
         torch.manual_seed(config.seed)              # the adapters' initialisation
@@ -303,7 +307,10 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
             masked.close()
         if trained is not model:                    # the adapters merged into model's own weights; peft froze them
             trained.merge_and_unload()
-            model.requires_grad_(True)
+            if hasattr(model, "peft_config"):       # older peft leaves it behind, and the next LoRA run would reuse it
+                del model.peft_config
+            for n, p in model.named_parameters():   # what the caller had trainable, and nothing else
+                p.requires_grad_(n in trainable)
     return Run(model.eval(), run_dir, pd.DataFrame(recorder.history), manifest)
 
 

@@ -183,3 +183,10 @@ def test_unlearn_with_lora_rank_merges_the_adapters_into_the_model(new_random_mo
     assert all(torch.equal(p, models[0].state_dict()[n]) for n, p in saved.state_dict().items())
     with pytest.raises(UnlearnError, match="not both"):
         unlearn(models[1], tiny_tokenizer, FORGET, config=config, mask=attribution.everything(models[1]))
+    with pytest.raises(UnlearnError, match="lora_rank=-1"):
+        unlearn(models[1], tiny_tokenizer, FORGET, config=UnlearnConfig(lora_rank=-1))
+    frozen = new_random_model(tiny_tokenizer)
+    frozen.get_input_embeddings().weight.requires_grad_(False)       # the caller's choice survives the run
+    unlearn(frozen, tiny_tokenizer, FORGET, config=config)
+    assert not frozen.get_input_embeddings().weight.requires_grad and not hasattr(frozen, "peft_config")
+    assert all(p.requires_grad for n, p in frozen.named_parameters() if "embed" not in n)

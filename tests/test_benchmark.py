@@ -2,8 +2,9 @@
 from unittest import mock
 
 import pytest
+import torch
 
-from kit.benchmark import TofuBenchmark
+from kit.benchmark import BenchmarkError, TofuBenchmark
 from kit.unlearning import UnlearnConfig
 
 
@@ -27,3 +28,8 @@ def test_each_evaluation_is_stored_and_a_new_benchmark_resumes_it(random_model, 
         back = again.unlearned(random_model, tiny_tokenizer, "random", "forget01", config, restore)
     assert back["forget_prob"] == pytest.approx(ev["forget_prob"])
     assert again.references[(None, "forget01")].target["forget_prob"] == pytest.approx(ref.target["forget_prob"])
+
+    with torch.no_grad():                                          # another model under the same family: refused
+        next(random_model.parameters()).add_(1.0)
+    with pytest.raises(BenchmarkError, match="family="):
+        again.reference(random_model, tiny_tokenizer, "random", "forget01")
