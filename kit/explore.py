@@ -158,8 +158,10 @@ class Explorer:
                 ax.plot(part.step, part[effect], marker="o", ms=3, label=group, color=colours.get(group))
             ax.axvline(step, color="k", lw=1, ls="--")
             plots.symlog(ax, parts[effect])
-            ax.set(xlabel="optimizer step", ylabel=f"{effect} (symmetric log scale)",
-                   title=f"{run}: {effect} by {scheme} group" + (" (< 0: forgets)" if effect == "e_u" else " (< 0: retain damage)"))
+            risk = "forget" if effect == "e_u" else "retain"
+            ax.set(xlabel="optimizer step", ylabel=f"G-effect on the {risk} risk, {effect} (symmetric log)",
+                   title=f"{run}: " + ("which groups forget? (e_u < 0 forgets)" if effect == "e_u"
+                                       else "which groups damage retain? (e_r < 0 damages)"))
             if col == 1:
                 ax.legend(fontsize=7, ncol=2 if total.group.nunique() > 8 else 1, loc="upper left", bbox_to_anchor=(1, 1))
         ax = fig.add_subplot(grid[1, :])
@@ -173,7 +175,8 @@ class Explorer:
                     color="white" if shown[r, c] > 0.75 else "black")
         ax.set_yticks([0, 1], ["p (checkpoint)", "weight"])
         ax.set_xticks(range(len(toks)), toks.token, rotation=60, fontsize=size)
-        ax.set_title(f"forget example {example} at step {step}: answer tokens (colour: value / row maximum)", fontsize=9)
+        ax.set_title(f"Which answer tokens are still known at step {step}, and how much does each weigh? "
+                     f"(forget example {example}; colour: value / row maximum)", fontsize=9)
         ax.grid(False)
         fig.tight_layout()
         return fig

@@ -101,20 +101,26 @@ def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
 
 def log_axis(axis, values) -> None:
     """A log scale on one axis (`ax.xaxis` or `ax.yaxis`), labelled in plain numbers whatever the
-    range: within a factor 3, about five evenly spaced ticks; up to two decades, 1, 2, 3 and 5
-    times each power of 10; wider, the decades only."""
+    range: up to two decades, 1, 2, 3 and 5 times each power of 10, or about five evenly spaced
+    ticks where those would give fewer than three labels (a range within a factor of about 5);
+    wider, the decades only."""
     import matplotlib.ticker as mticker
     values = np.asarray([v for v in np.ravel(values) if np.isfinite(v) and v > 0], dtype=float)
     if not values.size:
         return
     axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
     lo, hi = values.min(), values.max()
-    if hi < 3 * lo:
-        ticks = [t for t in mticker.MaxNLocator(nbins=5).tick_values(lo, hi) if lo / 1.15 <= t <= hi * 1.15 and t > 0]
-        axis.set_major_locator(mticker.FixedLocator(ticks))
+
+    def inside(ticks):
+        return [t for t in ticks if lo / 1.15 <= t <= hi * 1.15 and t > 0]
+
+    decades = range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
+    nice = inside(m * 10.0 ** k for k in decades for m in (1, 2, 3, 5))
+    if hi < 100 * lo and len(nice) < 3:
+        axis.set_major_locator(mticker.FixedLocator(inside(mticker.MaxNLocator(nbins=5).tick_values(lo, hi))))
         axis.set_minor_locator(mticker.NullLocator())
     elif hi < 100 * lo:
-        axis.set_major_locator(mticker.LogLocator(base=10, subs=(1, 2, 3, 5)))
+        axis.set_major_locator(mticker.FixedLocator(nice))
         axis.set_minor_locator(mticker.NullLocator())
     else:
         axis.set_major_locator(mticker.LogLocator(base=10))
