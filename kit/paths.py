@@ -5,6 +5,8 @@ starts kernels inside `notebooks/` while papermill uses the caller's directory.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +36,43 @@ def write_atomic(path: str | Path, text: str) -> Path:
     with atomic(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def stored_frame(folder: str | Path, key: dict, make):
+    """The table `key` names (everything that decides it: model weights, settings, items), read
+    from `folder` when an earlier run finished it, else `make()` saved there at once, so a long
+    loop of runs that is stopped resumes at the first unfinished one. `key` must be JSON-able
+    (other values are written with str); the file is `<digest>.parquet`, with the key beside it
+    (long lists and texts in it replaced by their size and digest)."""
+    digest = _digest(key)[:16]
+    folder = Path(folder)
+    path = folder / f"{digest}.parquet"
+    if path.exists():
+        import pandas as pd
+        return pd.read_parquet(path)
+    frame = make()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / f"{digest}.json", json.dumps(_readable(key), indent=1, sort_keys=True, default=str))
+    with atomic(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return frame
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _readable(value):
+    """`value` with every list of more than 8 entries and every text over 200 characters shortened."""
+    if isinstance(value, dict):
+        return {k: _readable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return f"{len(value)} entries, sha256 {_digest(value)[:12]}"
+    if isinstance(value, (list, tuple)):
+        return [_readable(v) for v in value]
+    if isinstance(value, str) and len(value) > 200:
+        return f"{len(value)} characters, sha256 {_digest(value)[:12]}"
+    return value
 
 
 def _output_root() -> Path:
