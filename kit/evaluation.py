@@ -327,5 +327,17 @@ def matched_forgetting(losses: pd.DataFrame, by: str = "objective", levels: int 
     out = {}
     for r in runs:
         c = curve[curve[by] == r].sort_values("step")
-        out[r] = np.interp(np.log(grid), np.log(np.maximum.accumulate(c.forget.values)), c.retain.values)
+        out[r] = [first_reach(np.log(c.forget.to_numpy(float)), c.retain.to_numpy(float), g) for g in np.log(grid)]
     return pd.DataFrame(out, index=pd.Index(grid.round(3), name="forget NLL"))
+
+
+def first_reach(x: np.ndarray, y: np.ndarray, level: float) -> float:
+    """y where the running maximum of x (a run's forgetting, probe by probe) first reaches `level`,
+    linear between the probe before and the probe that reaches it; a relapse after that does not
+    count. The matched-forgetting readers (`matched_forgetting`, `kit.mcq.matched_utility`) share it."""
+    x = np.maximum.accumulate(np.asarray(x, dtype=float))
+    i = int(np.argmax(x >= level))
+    if i == 0:
+        return float(y[0])
+    t = (level - x[i - 1]) / (x[i] - x[i - 1])
+    return float(y[i - 1] + t * (y[i] - y[i - 1]))

@@ -302,15 +302,6 @@ def accuracy(table: pd.DataFrame, column: str = "correct", n_boot: int = 1000, l
     return out
 
 
-def _first_reach(x: np.ndarray, y: np.ndarray, level: float) -> float:
-    """y where the running maximum of x first reaches `level`, linear between the two probes around it."""
-    i = int(np.argmax(x >= level))
-    if i == 0:
-        return float(y[0])
-    t = (level - x[i - 1]) / (x[i] - x[i - 1])
-    return float(y[i - 1] + t * (y[i] - y[i - 1]))
-
-
 def matched_utility(curves: pd.DataFrame, by: str = "method", levels: int = 4, start: float = 0.1) -> pd.DataFrame:
     """Utility accuracy of each run at the same forgetting (1 − forget accuracy): the fair comparison.
 
@@ -324,13 +315,14 @@ def matched_utility(curves: pd.DataFrame, by: str = "method", levels: int = 4, s
         1 − FA first reached the level (linear between the probes around it). No rows when some
         run never forgot `start`: there is no matched level to compare at.
     """
+    from kit.evaluation import first_reach
     curve = curves.pivot_table(index=[by, "step"], columns="split", values="accuracy").reset_index()
     runs = list(dict.fromkeys(curve[by]))
     paths = {}
     for r in runs:
         c = curve[curve[by] == r].sort_values("step")
-        paths[r] = (np.maximum.accumulate(1 - c.forget.to_numpy(float)), c.utility.to_numpy(float))
-    reached = min(x[-1] for x, _ in paths.values())
+        paths[r] = (1 - c.forget.to_numpy(float), c.utility.to_numpy(float))
+    reached = min(x.max() for x, _ in paths.values())
     grid = np.linspace(start, reached, levels) if reached >= start else np.array([])
-    out = {r: [_first_reach(x, y, g) for g in grid] for r, (x, y) in paths.items()}
+    out = {r: [first_reach(x, y, g) for g in grid] for r, (x, y) in paths.items()}
     return pd.DataFrame(out, index=pd.Index(grid.round(3), name="1 − FA"))

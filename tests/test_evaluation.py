@@ -64,6 +64,21 @@ def test_matched_forgetting_compares_runs_at_equal_forget_nll():
     assert matched_forgetting(stuck, by="run").empty            # a run that never forgets: no matched level
 
 
+def test_matched_forgetting_reads_where_a_run_first_reaches_a_level_not_after_a_relapse():
+    import pandas as pd
+
+    from kit.evaluation import matched_forgetting
+    rows = []
+    # run a: forget NLL 0.1, 1.0, 0.6 (a relapse), retain 0.1, 0.5, 0.3; run b goes further
+    for run, path in [("a", [(0.1, 0.1), (1.0, 0.5), (0.6, 0.3)]), ("b", [(0.1, 0.1), (2.0, 0.4)])]:
+        for step, (f, r) in enumerate(path):
+            rows += [{"run": run, "step": step, "split": "forget", "nll": f},
+                     {"run": run, "step": step, "split": "retain", "nll": r}]
+    table = matched_forgetting(pd.DataFrame(rows), by="run", levels=2)
+    assert table.index[-1] == 1.0                                 # the highest level every run reached: a's peak
+    assert table.loc[1.0, "a"] == pytest.approx(0.5)              # where a got there, not its state after the relapse
+
+
 def test_a_head_all_prompts_share_runs_once_and_changes_no_score(random_model, tiny_tokenizer, monkeypatch):
     records = list(load_split("forget01_perturbed"))[:4]
     head = "Answer in one sentence, as the biography of the author states it. "
