@@ -74,9 +74,10 @@ def style() -> None:
 def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
     """A symmetric-log scale shared by `axes` (one Axes or many), fitted to `values`.
 
-    The linear band around 0 ends `decades` decades below the largest |value|, so the log part
-    shows the decades that matter instead of crowding ticks near 0; every axis gets the same
-    limits, so panels compare at a glance.
+    The linear band around 0 ends `decades` decades below the largest |value|, or at the decade of
+    the smallest non-zero |value| where that is higher, so the log part shows the decades the data
+    occupy instead of crowding ticks near 0; every axis gets the same limits, so panels compare at
+    a glance.
     """
     import matplotlib.ticker as mticker
     axes = list(np.atleast_1d(axes).ravel())
@@ -85,6 +86,9 @@ def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
     top = float(np.abs(v).max()) if v.size else 1.0
     top = top if top > 0 else 1.0
     linthresh = 10 ** (np.floor(np.log10(top)) - decades)
+    nonzero = np.abs(v[v != 0])
+    if nonzero.size:
+        linthresh = max(linthresh, 10 ** np.floor(np.log10(nonzero.min())))
     low = min(float(v.min()), 0.0) if v.size else -top
     high = max(float(v.max()), 0.0) if v.size else top
     pad = lambda x: x * 1.6 if abs(x) > linthresh else np.sign(x) * linthresh if x else 0.0
@@ -94,7 +98,11 @@ def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
         set_scale("symlog", linthresh=linthresh, linscale=0.5)
         set_lim(*lim)
         target = ax.yaxis if axis == "y" else ax.xaxis
-        target.set_major_locator(mticker.SymmetricalLogLocator(linthresh=linthresh, base=10, subs=[1.0]))
+        if top < 100 * linthresh:       # within two decades: 1, 2 and 5 times each, in plain numbers
+            target.set_major_locator(mticker.SymmetricalLogLocator(linthresh=linthresh, base=10, subs=[1.0, 2.0, 5.0]))
+            target.set_major_formatter(mticker.FormatStrFormatter("%g"))
+        else:
+            target.set_major_locator(mticker.SymmetricalLogLocator(linthresh=linthresh, base=10, subs=[1.0]))
         target.set_minor_locator(mticker.NullLocator())
         ax.axhline(0, color="black", lw=0.8) if axis == "y" else ax.axvline(0, color="black", lw=0.8)
 

@@ -61,3 +61,14 @@ def test_log_axis_labels_at_least_three_ticks_at_any_span(figure, span):
     plots.log_axis(ax.yaxis, span)
     low, high = ax.get_ylim()
     assert len([t for t in ax.get_yticks() if low <= t <= high]) >= 3, (span, ax.get_yticks())
+
+
+def test_symlog_leaves_no_empty_decades_below_the_data(figure):
+    _, (ax, _) = figure
+    plots.symlog(ax, [-0.5, -0.3, -0.15], axis="x")          # one sign, within a decade
+    assert ax.xaxis.get_transform().linthresh == pytest.approx(0.1)
+    low, high = ax.get_xlim()
+    assert low <= -0.5 and high == 0.0
+    ax.figure.canvas.draw()
+    labelled = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and -0.5 <= t.get_position()[0] <= -0.15]
+    assert len(labelled) >= 2, labelled                     # the data's own range carries labels
