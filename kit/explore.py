@@ -159,7 +159,7 @@ class Explorer:
             ax.axvline(step, color="k", lw=1, ls="--")
             plots.symlog(ax, parts[effect])
             risk = "forget" if effect == "e_u" else "retain"
-            ax.set(xlabel="optimizer step", ylabel=f"G-effect on the {risk} risk, {effect} (symmetric log)",
+            ax.set(xlabel="optimizer step", ylabel=f"G-effect on the {risk} risk\n{effect} (symmetric log)",
                    title=f"{run}: " + ("which groups forget? (e_u < 0 forgets)" if effect == "e_u"
                                        else "which groups damage retain? (e_r < 0 damages)"))
             if col == 1:
