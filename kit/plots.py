@@ -74,8 +74,8 @@ def style() -> None:
 def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
     """A symmetric-log scale shared by `axes` (one Axes or many), fitted to `values`.
 
-    The linear band around 0 ends `decades` decades below the largest |value|, or at the decade of
-    the smallest non-zero |value| where that is higher, so the log part shows the decades the data
+    The linear band around 0 ends `decades` decades below the largest |value|, or just below the
+    smallest non-zero |value| (at 1, 2 or 5 times a power of 10) where that is higher, so the log part shows the decades the data
     occupy instead of crowding ticks near 0; every axis gets the same limits, so panels compare at
     a glance.
     """
@@ -87,8 +87,10 @@ def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
     top = top if top > 0 else 1.0
     linthresh = 10 ** (np.floor(np.log10(top)) - decades)
     nonzero = np.abs(v[v != 0])
-    if nonzero.size:
-        linthresh = max(linthresh, 10 ** np.floor(np.log10(nonzero.min())))
+    if nonzero.size:                    # 1, 2 or 5 times a power of 10, at or below the smallest |value|
+        smallest = nonzero.min()
+        power = 10 ** np.floor(np.log10(smallest))
+        linthresh = max(linthresh, max(m * power for m in (1, 2, 5) if m * power <= smallest * (1 + 1e-9)))
     low = min(float(v.min()), 0.0) if v.size else -top
     high = max(float(v.max()), 0.0) if v.size else top
     pad = lambda x: x * 1.6 if abs(x) > linthresh else np.sign(x) * linthresh if x else 0.0
@@ -98,11 +100,13 @@ def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
         set_scale("symlog", linthresh=linthresh, linscale=0.5)
         set_lim(*lim)
         target = ax.yaxis if axis == "y" else ax.xaxis
-        if top < 100 * linthresh:       # within two decades: 1, 2 and 5 times each, in plain numbers
-            target.set_major_locator(mticker.SymmetricalLogLocator(linthresh=linthresh, base=10, subs=[1.0, 2.0, 5.0]))
+        narrow = top < 100 * linthresh      # within two decades: plain numbers, 1-2-5 (one decade) or 1-3 ticks
+        subs = [1.0, 2.0, 5.0] if top < 10 * linthresh else [1.0, 3.0] if narrow else [1.0]
+        locator = mticker.SymmetricalLogLocator(linthresh=linthresh, base=10, subs=subs)
+        ticks = [t for t in locator.tick_values(*lim) if t == 0 or abs(t) >= linthresh * (1 - 1e-9)]   # none inside the band
+        target.set_major_locator(mticker.FixedLocator(ticks))
+        if narrow:
             target.set_major_formatter(mticker.FormatStrFormatter("%g"))
-        else:
-            target.set_major_locator(mticker.SymmetricalLogLocator(linthresh=linthresh, base=10, subs=[1.0]))
         target.set_minor_locator(mticker.NullLocator())
         ax.axhline(0, color="black", lw=0.8) if axis == "y" else ax.axvline(0, color="black", lw=0.8)
 

@@ -37,6 +37,8 @@ def test_symlog_shares_limits_and_keeps_three_decades(figure):
     assert axes[0].get_ylim() == axes[1].get_ylim() and axes[0].get_yscale() == "symlog"
     low, high = axes[0].get_ylim()
     assert low <= -250 and high >= 40
+    assert axes[0].yaxis.get_transform().linthresh == pytest.approx(0.2)      # just below the smallest |value|, 0.3
+    plots.symlog(axes, [-250.0, 1e-6, 40.0])
     assert axes[0].yaxis.get_transform().linthresh == pytest.approx(0.1)      # 100 -> three decades below: 0.1
 
 
@@ -67,6 +69,7 @@ def test_symlog_leaves_no_empty_decades_below_the_data(figure):
     _, (ax, _) = figure
     plots.symlog(ax, [-0.5, -0.3, -0.15], axis="x")          # one sign, within a decade
     assert ax.xaxis.get_transform().linthresh == pytest.approx(0.1)
+    assert min(abs(t) for t in ax.get_xticks() if t) >= 0.1                # no ticks crowding the empty band
     low, high = ax.get_xlim()
     assert low <= -0.5 and high == 0.0
     ax.figure.canvas.draw()
