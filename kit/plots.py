@@ -75,9 +75,9 @@ def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
     """A symmetric-log scale shared by `axes` (one Axes or many), fitted to `values`.
 
     The linear band around 0 ends `decades` decades below the largest |value|, or just below the
-    smallest non-zero |value| (at 1, 2 or 5 times a power of 10) where that is higher, so the log part shows the decades the data
-    occupy instead of crowding ticks near 0; every axis gets the same limits, so panels compare at
-    a glance.
+    smallest non-zero |value| (at 1, 2 or 5 times a power of 10) where that is higher, so the log
+    part shows the decades the data occupy instead of crowding ticks near 0; every axis gets the
+    same limits and ticks, so panels compare at a glance.
     """
     import matplotlib.ticker as mticker
     axes = list(np.atleast_1d(axes).ravel())
@@ -95,15 +95,15 @@ def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
     high = max(float(v.max()), 0.0) if v.size else top
     pad = lambda x: x * 1.6 if abs(x) > linthresh else np.sign(x) * linthresh if x else 0.0
     lim = (pad(low), pad(high))
+    narrow = top < 100 * linthresh          # within two decades: plain numbers, 1-2-5 (one decade) or 1-3 ticks
+    subs = [1.0, 2.0, 5.0] if top < 10 * linthresh else [1.0, 3.0] if narrow else [1.0]
+    locator = mticker.SymmetricalLogLocator(linthresh=linthresh, base=10, subs=subs)
+    ticks = [t for t in locator.tick_values(*lim) if t == 0 or abs(t) >= linthresh * (1 - 1e-9)]   # none inside the band
     for ax in axes:
         set_scale, set_lim = (ax.set_yscale, ax.set_ylim) if axis == "y" else (ax.set_xscale, ax.set_xlim)
         set_scale("symlog", linthresh=linthresh, linscale=0.5)
         set_lim(*lim)
         target = ax.yaxis if axis == "y" else ax.xaxis
-        narrow = top < 100 * linthresh      # within two decades: plain numbers, 1-2-5 (one decade) or 1-3 ticks
-        subs = [1.0, 2.0, 5.0] if top < 10 * linthresh else [1.0, 3.0] if narrow else [1.0]
-        locator = mticker.SymmetricalLogLocator(linthresh=linthresh, base=10, subs=subs)
-        ticks = [t for t in locator.tick_values(*lim) if t == 0 or abs(t) >= linthresh * (1 - 1e-9)]   # none inside the band
         target.set_major_locator(mticker.FixedLocator(ticks))
         if narrow:
             target.set_major_formatter(mticker.FormatStrFormatter("%g"))
@@ -128,11 +128,9 @@ def log_axis(axis, values) -> None:
 
     decades = range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
     nice = inside(m * 10.0 ** k for k in decades for m in (1, 2, 3, 5))
-    if hi < 100 * lo and len(nice) < 3:
-        axis.set_major_locator(mticker.FixedLocator(inside(mticker.MaxNLocator(nbins=5).tick_values(lo, hi))))
-        axis.set_minor_locator(mticker.NullLocator())
-    elif hi < 100 * lo:
-        axis.set_major_locator(mticker.FixedLocator(nice))
+    if hi < 100 * lo:
+        even = len(nice) < 3
+        axis.set_major_locator(mticker.FixedLocator(inside(mticker.MaxNLocator(nbins=5).tick_values(lo, hi)) if even else nice))
         axis.set_minor_locator(mticker.NullLocator())
     else:
         axis.set_major_locator(mticker.LogLocator(base=10))
