@@ -39,9 +39,11 @@ class FinetuneConfig:
         return asdict(self)
 
 
-def training_args(output_dir: str, config: FinetuneConfig, n_examples: int, progress: bool,
+def training_args(output_dir: str, config: FinetuneConfig, n_examples: int, progress: bool, model=None,
                   **overrides) -> TrainingArguments:
-    """TrainingArguments shared by fine-tuning and unlearning (no saving, no reporting)."""
+    """TrainingArguments shared by fine-tuning and unlearning (no saving, no reporting). Training
+    stays on the device the model is on: a model the user put on the CPU is not moved to a GPU
+    (its frozen reference copy and the kit's probes would be left behind)."""
     world = int(os.environ.get("WORLD_SIZE", 1))      # processes under accelerate / torchrun (DDP)
     per_epoch = math.ceil(n_examples / (config.batch_size * config.grad_accum * world))
     total = overrides.get("max_steps") or max(1, math.ceil(per_epoch * config.epochs))
@@ -54,7 +56,8 @@ def training_args(output_dir: str, config: FinetuneConfig, n_examples: int, prog
         max_grad_norm=1.0, seed=config.seed, data_seed=config.seed,
         save_strategy="no", report_to=[], logging_strategy="no",
         disable_tqdm=not progress, remove_unused_columns=False,
-        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available() or (
+            model is not None and next(model.parameters()).device.type == "cpu"),
         train_sampling_strategy="random",
     )
     kwargs.update(overrides)
@@ -130,7 +133,7 @@ def finetune(model, tokenizer, records, config: FinetuneConfig = FinetuneConfig(
     data = QADataset(records, tokenizer, config.template, config.max_length)
     with keeps_use_cache(model), tempfile.TemporaryDirectory() as scratch:
         extra = {"max_steps": max_steps} if max_steps else {}
-        args = training_args(output_dir or scratch, config, len(data), progress, **extra)
+        args = training_args(output_dir or scratch, config, len(data), progress, model, **extra)
         trainer = _Trainer(model=model, args=args, train_dataset=data,
                            data_collator=Collator(tokenizer), sampling=config.sampling)
         trainer.remove_callback(PrinterCallback)   # no stray metric dicts on stdout

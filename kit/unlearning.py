@@ -296,7 +296,7 @@ def unlearn(model, tokenizer, forget, retain=None, config: UnlearnConfig = Unlea
         trained = lora(model, rank=config.lora_rank, alpha=2 * config.lora_rank)
     try:
         with keeps_use_cache(model), tempfile.TemporaryDirectory() as scratch:
-            args = training_args(scratch, config.train_config(), len(data), progress)
+            args = training_args(scratch, config.train_config(), len(data), progress, model)
             extra = [masked] if masked is not None else []
             trainer = UnlearnTrainer(model=trained, args=args, train_dataset=data, data_collator=Collator(tokenizer),
                                      config=config, ref=ref, recorder=recorder, callbacks=[*extra, recorder, *callbacks])

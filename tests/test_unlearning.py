@@ -142,3 +142,11 @@ def test_explorer_runs_are_reused_only_for_the_same_weights(tiny_tokenizer, new_
     make_runs(tmp_path, b, tiny_tokenizer, FORGET, RETAIN, ["ga"], "forget01", "tiny", epochs=1, save_every=0)
     assert read_manifest(tmp_path / "ga")["model"] != first["model"]             # another family: redone
     assert a.config.use_cache and b.config.use_cache                            # Trainer's use_cache=False was given back
+
+
+def test_training_stays_on_the_models_device(random_model, monkeypatch):
+    """On a GPU machine a model the user keeps on the CPU trains on the CPU: the Trainer would move it
+    to the GPU and leave its frozen reference behind (seen on an H200 by bench/gpu.py)."""
+    from kit.train import FinetuneConfig, training_args
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_args("unused", FinetuneConfig(), 8, False, random_model).use_cpu
