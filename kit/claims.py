@@ -190,6 +190,24 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def means(frame: pd.DataFrame, by: list[str], columns: list[str], bounds: tuple[float, float] | None = None,
+          level: float = 0.95, digits: int = 3) -> pd.DataFrame:
+    """Per group of `by`: n, then each column's mean over the group's rows (replicates) and its
+    Student t interval written "[low, high]" ("-" under 2 rows); `bounds` clips the interval to
+    the values a column can take (accuracies: (0, 1))."""
+    rows = []
+    for key, group in frame.groupby(by, sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)), n=len(group))
+        for column in columns:
+            mean, low, high = t_interval(group[column], level)
+            if bounds and not math.isnan(low):
+                low, high = max(low, bounds[0]), min(high, bounds[1])
+            row[column] = mean
+            row[f"{column} {level:.0%}"] = "-" if math.isnan(low) else f"[{low:.{digits}f}, {high:.{digits}f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def verdict(low: float, high: float) -> str:
     """`holds` if the interval lies above 0, `reversed` if below, else `inconclusive`."""
     if math.isnan(low) or math.isnan(high):

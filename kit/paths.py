@@ -44,22 +44,24 @@ def stored_frame(folder: str | Path, key: dict, make):
     loop of runs that is stopped resumes at the first unfinished one. `key` must be JSON-able
     (other values are written with str); the file is `<digest>.parquet`, with the key beside it
     (long lists and texts in it replaced by their size and digest)."""
-    digest = _digest(key)[:16]
+    name = digest(key, 16)
     folder = Path(folder)
-    path = folder / f"{digest}.parquet"
+    path = folder / f"{name}.parquet"
     if path.exists():
         import pandas as pd
         return pd.read_parquet(path)
     frame = make()
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / f"{digest}.json", json.dumps(_readable(key), indent=1, sort_keys=True, default=str))
+    write_atomic(folder / f"{name}.json", json.dumps(_readable(key), indent=1, sort_keys=True, default=str))
     with atomic(path) as tmp:
         frame.to_parquet(tmp, index=False)
     return frame
 
 
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+def digest(value, length: int = 64) -> str:
+    """The sha256 hex digest of `value` as sorted JSON (other values written with str), its first
+    `length` characters: the key of every result the kit stores."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def _readable(value):
@@ -67,11 +69,11 @@ def _readable(value):
     if isinstance(value, dict):
         return {k: _readable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)) and len(value) > 8:
-        return f"{len(value)} entries, sha256 {_digest(value)[:12]}"
+        return f"{len(value)} entries, sha256 {digest(value, 12)}"
     if isinstance(value, (list, tuple)):
         return [_readable(v) for v in value]
     if isinstance(value, str) and len(value) > 200:
-        return f"{len(value)} characters, sha256 {_digest(value)[:12]}"
+        return f"{len(value)} characters, sha256 {digest(value, 12)}"
     return value
 
 

@@ -15,7 +15,6 @@ quickstart and the TOFU notebooks use it, so the known-filter cannot be forgotte
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import pandas as pd
 from kit import corpora, mcq
 from kit.data import DataError, load_split
 from kit.evaluation import generate_answers
-from kit.paths import cache_dir, write_atomic
+from kit.paths import cache_dir, digest, write_atomic
 from kit.tofu import ANSWER_TOKENS, tofu_splits
 
 KNOWN_FILTERED = ("forget", "retain")   # roles that must be knowledge the model had
@@ -73,8 +72,8 @@ def keep_known(model, tokenizer, records, max_new_tokens: int | None = None, bat
     questions = [r["question"] for r in records]
     path = None
     if cache_key:
-        digest = hashlib.sha256(json.dumps([cache_key, questions, max_new_tokens]).encode()).hexdigest()[:12]
-        path = cache_dir() / "known" / f"{cache_key.replace('/', '--')}-{digest}.json"
+        name = f"{cache_key.replace('/', '--')}-{digest([cache_key, questions, max_new_tokens], 12)}"
+        path = cache_dir() / "known" / f"{name}.json"
         if path.exists():
             return [r for r, ok in zip(records, json.loads(path.read_text())) if ok]
     answers = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens, batch_size=batch_size)

@@ -288,10 +288,10 @@ def stored_evaluation(root: str | Path, key: dict, make, resume: bool = True) ->
     """The evaluation that `key` names (everything that decides it: model fingerprint, split,
     run settings, ...), from its folder under `root` when `resume` and already finished, else
     `make()` evaluated and saved there at once: a long benchmark never loses a finished row."""
-    import hashlib
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    from kit.paths import digest
+    name = digest(key, 10)
     label = "-".join(str(key[k]).replace("/", "--") for k in ("split", "name") if k in key)
-    folder = Path(root) / (f"{label}-{digest}" if label else digest)
+    folder = Path(root) / (f"{label}-{name}" if label else name)
     if resume and (folder / "eval_summary.json").exists():
         return Evaluation.load(folder)
     ev = make()

@@ -126,3 +126,12 @@ def test_correlation_claims_are_pooled_on_fisher_z_and_stay_inside_minus_one_one
 def test_seeds_given_as_text_name_the_papermill_fix():
     with pytest.raises(ClaimError, match=r"SEEDS is the text '\[0, 1\]', not a list.*-y 'SEEDS"):
         claims.replicates("tiny", [], "[0, 1]")
+
+
+def test_means_gives_each_groups_mean_and_t_interval():
+    frame = pd.DataFrame({"method": ["a", "a", "a", "b"], "acc": [0.9, 1.0, 0.95, 0.5]})
+    table = claims.means(frame, ["method"], ["acc"], bounds=(0, 1)).set_index("method")
+    mean, low, high = claims.t_interval([0.9, 1.0, 0.95])
+    assert table.loc["a", "n"] == 3 and table.loc["a", "acc"] == pytest.approx(mean)
+    assert table.loc["a", "acc 95%"] == f"[{low:.3f}, {min(high, 1):.3f}]" and high > 1     # clipped to the bound
+    assert table.loc["b", "acc 95%"] == "-"                                                 # one replicate: no interval
