@@ -77,7 +77,8 @@ def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
     The linear band around 0 ends `decades` decades below the largest |value|, or just below the
     smallest non-zero |value| (at 1, 2 or 5 times a power of 10) where that is higher, so the log
     part shows the decades the data occupy instead of crowding ticks near 0; every axis gets the
-    same limits and ticks, so panels compare at a glance.
+    same limits and ticks, so panels compare at a glance. Over more than two decades the axis ends
+    at the next power of 10 beyond the data, so its extremes can be read off a labelled tick.
     """
     import matplotlib.ticker as mticker
     axes = list(np.atleast_1d(axes).ravel())
@@ -93,9 +94,13 @@ def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
         linthresh = max(linthresh, max(m * power for m in (1, 2, 5) if m * power <= smallest * (1 + 1e-9)))
     low = min(float(v.min()), 0.0) if v.size else -top
     high = max(float(v.max()), 0.0) if v.size else top
-    pad = lambda x: x * 1.6 if abs(x) > linthresh else np.sign(x) * linthresh if x else 0.0
-    lim = (pad(low), pad(high))
     narrow = top < 100 * linthresh          # within two decades: plain numbers, 1-2-5 (one decade) or 1-3 ticks
+
+    def pad(x):                             # wider: out to the next decade, so both ends carry a labelled tick
+        if abs(x) <= linthresh:
+            return np.sign(x) * linthresh if x else 0.0
+        return x * 1.6 if narrow else np.sign(x) * 10 ** np.ceil(np.log10(abs(x)) - 1e-9)
+    lim = (pad(low), pad(high))
     subs = [1.0, 2.0, 5.0] if top < 10 * linthresh else [1.0, 3.0] if narrow else [1.0]
     locator = mticker.SymmetricalLogLocator(linthresh=linthresh, base=10, subs=subs)
     ticks = [t for t in locator.tick_values(*lim) if t == 0 or abs(t) >= linthresh * (1 - 1e-9)]   # none inside the band

@@ -40,6 +40,8 @@ def test_symlog_shares_limits_and_keeps_three_decades(figure):
     assert axes[0].yaxis.get_transform().linthresh == pytest.approx(0.2)      # just below the smallest |value|, 0.3
     plots.symlog(axes, [-250.0, 1e-6, 40.0])
     assert axes[0].yaxis.get_transform().linthresh == pytest.approx(0.1)      # 100 -> three decades below: 0.1
+    assert axes[0].get_ylim() == (-1000.0, 100.0)                             # wide: out to the next decades
+    assert {-1000.0, 100.0} <= set(axes[0].get_yticks())                       # ... which carry ticks
 
 
 def test_nll_axes_are_log_with_readable_ticks_at_any_range(figure):
