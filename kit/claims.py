@@ -51,6 +51,7 @@ class Claim:
     statement: str      # what the paper says, in the kit's words
     statistic: str      # what one replicate measures; the paper predicts it is > 0
     scale: str = "linear"   # "correlation": the interval is computed on Fisher's z = artanh(r), so it stays in (-1, 1)
+    tiny_only: str = ""     # why a pretrained model cannot measure it (it needs a model that never saw the forget data)
 
 
 _G, _W = "G-effect (Wang et al., 2025)", "WAGLE (Jia et al., 2024)"
@@ -87,7 +88,8 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("tofu.npo_utility", "08_tofu_benchmark", _G, "NPO keeps more model utility than GA",
           "model utility of NPO minus GA after the same run"),
     Claim("tofu.npo_quality", "08_tofu_benchmark", _G, "NPO reaches a better forget quality than GA",
-          "log10 forget quality of NPO minus GA after the same run"),
+          "log10 forget quality of NPO minus GA after the same run",
+          tiny_only="forget quality is a test against a retain model, which a pretrained model does not have"),
     Claim("tofu.gd_utility", "08_tofu_benchmark", _G + "; Maini et al., 2024 (TOFU)",
           "a retain regulariser (GD = GA + NLL on retain data) keeps more model utility than GA",
           "model utility of GD minus GA after the same run"),

@@ -173,11 +173,13 @@ def markdown(table: pd.DataFrame, rows: pd.DataFrame) -> str:
         lines.append(f"| `{r.claim}` | {r.model} | {cell(r.statement)} | {cell(r.statistic)} | {r['mean']:.3g} | {interval} | "
                      f"{r.k_of_n} | {r.basis.removeprefix('t over ')} | **{r.verdict}** |")
     measured = set(zip(table.claim, table.model))
-    missing = [(c.id, m) for c in claims.CLAIMS.values() for m in ["tiny", *PRETRAINED]
+    missing = [(c, m) for c in claims.CLAIMS.values() for m in ["tiny", *PRETRAINED]
                if (c.id, m) not in measured and (m == "tiny" or c.notebook[:2] in PRETRAINED.get(m, []))]
-    if missing:
+    later = [(c, m) for c, m in missing if m == "tiny" or not c.tiny_only]
+    if later:
         lines += ["", "Not measured yet (the study resumes where it stopped): "
-                  + ", ".join(f"`{c}` on {m}" for c, m in missing) + "."]
+                  + ", ".join(f"`{c.id}` on {m}" for c, m in later) + "."]
+    lines += [f"\n`{c.id}` is not measured on {m}: {c.tiny_only}." for c, m in missing if (c, m) not in later]
     if len(rows):
         counts = rows.groupby(["notebook", "model"]).agg(families=("family", lambda f: f.replace("", pd.NA).nunique()),
                                                          seeds=("seed", "nunique"))

@@ -93,6 +93,9 @@ def test_findings_table_cells_escape_pipes():
     text = replicate.markdown(replicate.findings(rows), rows)
     line = next(ln for ln in text.splitlines() if ln.startswith("| `ga.shallow`"))
     assert "log(\\|e_u\\|" in line and line.count(" | ") == 8 and "2 family means" in line and "**holds**" in line
+    pending = next(ln for ln in text.splitlines() if ln.startswith("Not measured yet"))
+    assert "`tofu.npo_utility` on smollm2-135m" in pending and "`tofu.npo_quality` on smollm2-135m" not in pending
+    assert "`tofu.npo_quality` is not measured on smollm2-135m: forget quality is a test against a retain model" in text
 
 
 def test_replicates_csv_round_trips_fingerprints_and_families(tmp_path):
