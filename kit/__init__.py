@@ -40,7 +40,7 @@ _HOME = {  # public name -> module that defines it
     **dict.fromkeys(["Evaluation", "evaluate", "tofu_splits"], "kit.tofu"),
     **dict.fromkeys(["ChoiceScenario", "Scenario", "keep_known", "load_choice_scenario", "load_scenario"], "kit.scenario"),
 }
-_MODULES = ("attribution", "audit", "authors", "benchmark", "claims", "cluster", "corpora", "data", "distributed", "evaluation", "explore", "facts",
+_MODULES = ("attribution", "audit", "authors", "benchmark", "claims", "cluster", "corpora", "data", "distributed", "evaluation", "explore", "facts", "firstorder",
             "forward", "geffect", "gradstream", "groups", "mcq", "mia", "models", "objectives", "paths", "plots", "probes",
             "realworld", "replicate", "report", "rundir", "scenario", "sweep", "tofu", "train", "unlearning")
 __all__ = sorted(_HOME) + list(_MODULES)

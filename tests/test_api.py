@@ -93,7 +93,7 @@ def test_library_calls_leave_the_callers_model_and_backend_alone(random_model, t
 
 LAYERS = [["paths", "authors", "facts", "realworld", "groups", "distributed", "mia", "plots"], ["data", "corpora"], ["forward", "train"],
           ["objectives", "gradstream", "evaluation", "rundir", "report"], ["tofu", "mcq", "geffect", "models"],
-          ["unlearning", "attribution", "scenario", "claims", "audit"], ["probes", "explore", "benchmark"], ["cluster", "sweep", "replicate"]]
+          ["unlearning", "attribution", "scenario", "claims", "audit", "firstorder"], ["probes", "explore", "benchmark"], ["cluster", "sweep", "replicate"]]
 
 
 def _imports():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from kit import geffect, gradstream
+from kit import firstorder, geffect, gradstream
 from kit.data import load_split
 
 FORGET = list(load_split("forget01"))[:6]
@@ -69,7 +69,7 @@ def test_g_effect_equals_dense_gradient_products(random_model, tiny_tokenizer):
                                                   ("wga", {"alpha": 0.5}, 1e-3), ("rmu", {"layer": 1, "coeff": 2.0}, 1e-4)])
 def test_g_effect_predicts_the_risk_change_of_one_sgd_step(random_model, tiny_tokenizer, objective, hparams, lr):
     # each objective's step is sized so its risk changes are resolved in fp64 and its curvature is still small
-    check = geffect.check_first_order(random_model, tiny_tokenizer, objective, FORGET, RETAIN, lr=lr,
+    check = firstorder.check_first_order(random_model, tiny_tokenizer, objective, FORGET, RETAIN, lr=lr,
                                       hparams=hparams, per_group=True, batch_size=6)
     assert (check["rel_error"] < 0.05).all(), check
     whole = check[check.scope == "all"].set_index("data")
@@ -114,7 +114,7 @@ def test_tied_embeddings_are_split_into_embed_lm_and_cross_terms(tiny_tokenizer)
 
 def test_a_tied_model_steps_its_shared_matrix_by_both_gradients(tiny_tokenizer):
     model = _tied_model(tiny_tokenizer)
-    check = geffect.check_first_order(model, tiny_tokenizer, "npo", FORGET, RETAIN, lr=1e-3, regularizer="nll",
+    check = firstorder.check_first_order(model, tiny_tokenizer, "npo", FORGET, RETAIN, lr=1e-3, regularizer="nll",
                                       per_group=True, batch_size=6)
     assert "embed+lm" in set(check.scope) and not {"embed", "lm", "tied_cross"} & set(check.scope)
     assert (check["rel_error"] < 0.05).all(), check      # the tied matrix's prediction sums embed, lm, cross
@@ -142,7 +142,7 @@ def test_stored_gradients_keep_only_nonzero_rows_of_an_embedding():
 
 
 def test_sgd_trajectory_tracks_proposition_1(random_model, tiny_tokenizer):
-    traj = geffect.sgd_trajectory(random_model, tiny_tokenizer, "ga", FORGET, RETAIN, lr=1e-3, steps=3)
+    traj = firstorder.sgd_trajectory(random_model, tiny_tokenizer, "ga", FORGET, RETAIN, lr=1e-3, steps=3)
     tot = traj[(traj.component == "total") & (traj.group == "total")].set_index("step")
     assert list(tot.index) == [0, 1, 2, 3]
     assert tot.risk_u.iloc[-1] > tot.risk_u.iloc[0]                         # GA raises the forget risk

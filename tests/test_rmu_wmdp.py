@@ -3,7 +3,7 @@ as a mask, the G-effect of its retain term, and the published recipe by name."""
 import pytest
 import torch
 
-from kit import attribution, geffect, objectives
+from kit import attribution, firstorder, geffect, objectives
 from kit.data import Collator, ForgetRetainDataset, load_split
 from kit.unlearning import UnlearnConfig, UnlearnError, unlearn
 
@@ -72,7 +72,7 @@ def test_g_effect_includes_the_retain_term_and_predicts_a_step(random_model, tin
     with torch.no_grad():
         for p in random_model.model.layers[0].mlp.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    check = geffect.check_first_order(random_model, tiny_tokenizer, "rmu_wmdp", DOCS, RETAIN, lr=1e-3, hparams=hp,
+    check = firstorder.check_first_order(random_model, tiny_tokenizer, "rmu_wmdp", DOCS, RETAIN, lr=1e-3, hparams=hp,
                                       ref=ref, batch_size=8, max_length=32)
     assert (check["rel_error"] < 0.05).all() and check.resolved.sum() >= 6, check   # the groups RMU reaches are resolved
     with_retain = geffect.g_effect(random_model, tiny_tokenizer, "rmu_wmdp", DOCS, RETAIN, hparams=hp, ref=ref,

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from kit import geffect, objectives
+from kit import firstorder, geffect, objectives
 from kit.data import Collator, DataError, ForgetRetainDataset, QADataset, encode_text, load_split, validate
 from kit.unlearning import UnlearnConfig, unlearn
 
@@ -46,7 +46,7 @@ def test_g_effect_on_documents_keeps_its_identities(random_model, tiny_tokenizer
     assert total.e_u == pytest.approx(-squared, rel=1e-4)       # GA: e_u = -|∇R_u|², R_u the texts' token NLL
     groups = df[(df.component == "total") & (df.group != "total")]
     assert groups.e_u.sum() == pytest.approx(total.e_u, rel=1e-6)
-    check = geffect.check_first_order(random_model, tiny_tokenizer, "npo", DOCS, RETAIN, lr=1e-3, batch_size=8)
+    check = firstorder.check_first_order(random_model, tiny_tokenizer, "npo", DOCS, RETAIN, lr=1e-3, batch_size=8)
     assert (check["rel_error"] < 0.05).all(), check
 
 
