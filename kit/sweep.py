@@ -7,7 +7,9 @@ a list-valued parameter such as OBJECTIVES is written as a list of lists). Every
 runs in its own papermill process, `jobs` at a time, into `<out>/<id>/` where the id is a hash of
 the notebook and its parameters. Each run is
 
-- resumable: a finished run's folder is kept and skipped on the next call;
+- resumable: a finished run's folder is kept and skipped on the next call; a run that failed or
+  was stopped restarts in the folder of its earlier attempt, so the tables its notebook stored
+  as it went (kit.paths.stored_frame: notebook 11's runs, 12's replicates) are read back, not measured again;
 - atomic: the run writes into `<out>/.partial-<id>/` (its figures and `kit.record` numbers go
   there through $KIT_OUTPUT_DIR) and is renamed to `<out>/<id>/` only once it finished;
 - isolated: a failing run moves to `<out>/.failed/<id>/` and the others go on; the summary names
@@ -160,8 +162,12 @@ def _execute(notebook: Path, params: dict, out: Path, threads: int, timeout: flo
     if (final / "status.json").exists():
         return RunResult(rid, params, "skipped")
     partial = out / f".partial-{rid}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    earlier = out / ".failed" / rid        # a stopped attempt left `partial`, a failed one this folder
+    if earlier.exists() and not partial.exists():
+        os.replace(earlier, partial)
+    for stale in ("status.json", "papermill.log", notebook.name):
+        (partial / stale).unlink(missing_ok=True)
+    partial.mkdir(parents=True, exist_ok=True)     # what the earlier attempt stored (kit.paths.stored_frame) is read back
     (partial / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     executed = partial / notebook.name
     cmd = [sys.executable, "-m", "papermill", str(notebook), str(executed), "-f", str(partial / "params.yaml"),

@@ -48,3 +48,15 @@ def cache(tmp_path, monkeypatch):
     """An empty kit cache for this test."""
     monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+def write_notebook(path, parameters: str, *cells: str):
+    """A small notebook for the sweep and study tests: a `parameters` cell, then code cells."""
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, *(nbformat.v4.new_code_cell(c) for c in cells)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path

@@ -2,12 +2,12 @@
 import subprocess
 import sys
 
-import nbformat
 import pandas as pd
 import pytest
 
 from kit import replicate
 from kit.replicate import ReplicateError, Unit
+from tests.conftest import write_notebook
 
 
 def test_the_plan_covers_tiny_families_then_the_pretrained_notebooks():
@@ -21,7 +21,9 @@ def test_the_plan_covers_tiny_families_then_the_pretrained_notebooks():
     p = smol[1].params()      # the notebook's smollm2 parameter file, with the unit's seed
     assert p["MODEL"] == "smollm2-135m" and p["SEEDS"] == [1] and p["RUN_TAG"] == "replicate"
     assert smol[0].params()["FORGET_ITEMS"] > 0                               # the seed draws the items it forgets
-    assert smol[-1].params()["OBJECTIVES"] == ["ga", "gd", "npo"]             # 08: only what its claims compare
+    by_notebook = {u.notebook[:2]: u for u in smol}
+    assert by_notebook["08"].params()["OBJECTIVES"] == ["ga", "gd", "npo"]    # 08: only what its claims compare
+    assert len(by_notebook["12"].params()["OBJECTIVES"]) >= 5                  # 12: enough runs for a rank correlation
     with pytest.raises(ReplicateError, match="Unknown notebook '11'"):
         replicate.plan(notebooks=["11"])
     with pytest.raises(ReplicateError, match="Unknown model 'gpt2'"):
@@ -30,17 +32,12 @@ def test_the_plan_covers_tiny_families_then_the_pretrained_notebooks():
 
 def _probe(folder):
     """A notebook that records one observation per replicate, as the claim-bearing notebooks do."""
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('TINY_SEEDS: list = []  # families\nSEEDS: list = [0]  # run seeds\n'
-                                       'RUN_TAG: str = "default"  # tag')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        "import kit\nfrom kit import claims\nledger = claims.Ledger('tiny')\n"
-        "for rep in claims.replicates('tiny', TINY_SEEDS, SEEDS):\n"
-        "    ledger.add('wga.matched', 0.1 + 0.01 * rep.family + 0.001 * rep.seed, rep)\n"
-        "kit.record('04_ga_and_wga', RUN_TAG, observations=ledger.rows)")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, folder / "04_ga_and_wga.ipynb")
+    write_notebook(folder / "04_ga_and_wga.ipynb",
+                   'TINY_SEEDS: list = []  # families\nSEEDS: list = [0]  # run seeds\nRUN_TAG: str = "default"  # tag',
+                   "import kit\nfrom kit import claims\nledger = claims.Ledger('tiny')\n"
+                   "for rep in claims.replicates('tiny', TINY_SEEDS, SEEDS):\n"
+                   "    ledger.add('wga.matched', 0.1 + 0.01 * rep.family + 0.001 * rep.seed, rep)\n"
+                   "kit.record('04_ga_and_wga', RUN_TAG, observations=ledger.rows)")
 
 
 @pytest.mark.slow

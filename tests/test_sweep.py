@@ -1,34 +1,29 @@
 """`python -m kit sweep`: grids, resumable / atomic / isolated runs, the summary table and figure."""
 import glob
 import json
+import os
 import subprocess
 import sys
 
-import nbformat
 import pandas as pd
 import papermill
 import pytest
 
 from kit.paths import ROOT
 from kit.sweep import SweepError, combinations, notebook_parameters, parse_values, read_grid, run_id, sweep
+from tests.conftest import write_notebook
 
 NOTEBOOKS = sorted(glob.glob(str(ROOT / "notebooks" / "[0-9][0-9]_*.ipynb")))
 
 
 def _probe_notebook(folder):
     """A three-cell notebook that records X² and fails when WORD is 'boom' (runs in ~3 s)."""
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('X: int = 1  # a number\nWORD: str = "ok"  # "boom" fails\nRUN_TAG: str = "default"')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params,
-                nbformat.v4.new_code_cell("import kit\nfrom kit.paths import figures_dir\n"
-                                          "if WORD == 'boom':\n    raise ValueError(f'boom requested with X={X}')"),
-                nbformat.v4.new_code_cell("(figures_dir(RUN_TAG) / 'probe.txt').write_text(str(X))\n"
-                                          "kit.record('probe', RUN_TAG, x=X, square=X * X, nested={'cube': X ** 3})")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = folder / "probe.ipynb"
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(folder / "probe.ipynb",
+                          'X: int = 1  # a number\nWORD: str = "ok"  # "boom" fails\nRUN_TAG: str = "default"',
+                          "import kit\nfrom kit.paths import figures_dir\n"
+                          "if WORD == 'boom':\n    raise ValueError(f'boom requested with X={X}')",
+                          "(figures_dir(RUN_TAG) / 'probe.txt').write_text(str(X))\n"
+                          "kit.record('probe', RUN_TAG, x=X, square=X * X, nested={'cube': X ** 3})")
 
 
 def test_grid_values_are_read_as_yaml(tmp_path):
@@ -91,6 +86,36 @@ def test_sweep_is_resumable_atomic_and_isolates_failures(tmp_path):
     assert sorted(r.status for r in again.runs) == ["failed", "failed", "skipped", "skipped"]
     assert {r.run: (out / r.run / "status.json").stat().st_mtime_ns for r in done} == stamps
     assert len(again.table) == 4
+
+
+def _storing_notebook(folder):
+    """A notebook that stores one table (kit.paths.stored_frame), counting each measurement in
+    COUNTER, then fails while the file STOP exists."""
+    return write_notebook(folder / "storing.ipynb",
+                          'COUNTER: str = "counter"  # a file\nSTOP: str = "stop"  # a file\nRUN_TAG: str = "default"',
+                          "from pathlib import Path\nimport pandas as pd\nfrom kit.paths import runs_dir, stored_frame\n"
+                          "def measure():\n    Path(COUNTER).write_text(str(int(Path(COUNTER).read_text() or 0) + 1))\n"
+                          "    return pd.DataFrame({'value': [42]})\n"
+                          "stored_frame(runs_dir(RUN_TAG) / 'store', {'what': 'answer'}, measure)\n"
+                          "if Path(STOP).exists():\n    raise RuntimeError('stopped after storing')")
+
+
+@pytest.mark.slow
+def test_a_retried_run_reads_back_what_its_earlier_attempt_stored(tmp_path):
+    nb, out, counter, stop = _storing_notebook(tmp_path), tmp_path / "out", tmp_path / "counter", tmp_path / "stop"
+    counter.write_text("0")
+    stop.touch()
+    grid = {"COUNTER": [str(counter)], "STOP": [str(stop)]}
+    assert [r.status for r in sweep(nb, grid, out, log=lambda *_: None).runs] == ["failed"]
+    assert counter.read_text() == "1"
+    rid = next((out / ".failed").iterdir()).name
+    os.replace(out / ".failed" / rid, out / f".partial-{rid}")        # as a run stopped part-way leaves it
+    assert [r.status for r in sweep(nb, grid, out, log=lambda *_: None).runs] == ["failed"]
+    stop.unlink()
+    assert [r.status for r in sweep(nb, grid, out, log=lambda *_: None).runs] == ["done"]
+    assert counter.read_text() == "1"                                # measured once over three attempts
+    assert not (out / ".failed" / rid).exists() and not (out / f".partial-{rid}").exists()
+    assert len(list((out / rid / "runs/default/store").glob("*.parquet"))) == 1
 
 
 @pytest.mark.slow
