@@ -156,6 +156,12 @@ def _failure(executed: Path, log: str) -> tuple[str, str]:
     return "(before the first cell)", (lines[-1] if lines else "papermill failed without a message")[:500]
 
 
+# a kernel that died before its first reply: on a busy machine, runs started together can pick the
+# same free ports; the notebook never ran, so the run is started again
+KERNEL_START_FAILED = ("Kernel died before replying to kernel_info", "Kernel didn't respond in")
+KERNEL_RETRIES = 2
+
+
 def _execute(notebook: Path, params: dict, out: Path, threads: int, timeout: float | None) -> RunResult:
     rid = run_id(notebook, params)
     final = out / rid
@@ -175,10 +181,15 @@ def _execute(notebook: Path, params: dict, out: Path, threads: int, timeout: flo
     if timeout:
         cmd += ["--execution-timeout", str(int(timeout))]
     env = {**os.environ, OUTPUT_ENV: str(partial), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    start, log = time.perf_counter(), ""
+    for attempt in range(1 + KERNEL_RETRIES):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        log += proc.stdout + proc.stderr
+        if proc.returncode == 0 or not any(m in proc.stderr for m in KERNEL_START_FAILED):
+            break
+        log += f"\n[kit sweep] the kernel did not start (attempt {attempt + 1}); starting the run again\n"
     seconds = time.perf_counter() - start
-    (partial / "papermill.log").write_text(proc.stdout + proc.stderr)
+    (partial / "papermill.log").write_text(log)
     status = {"notebook": notebook.name, "params": params, "seconds": round(seconds, 2)}
     if proc.returncode == 0:
         (partial / "status.json").write_text(json.dumps({**status, "status": "done"}, indent=2, default=str))

@@ -118,6 +118,35 @@ def test_a_retried_run_reads_back_what_its_earlier_attempt_stored(tmp_path):
     assert len(list((out / rid / "runs/default/store").glob("*.parquet"))) == 1
 
 
+def test_a_run_whose_kernel_never_started_is_started_again(tmp_path, monkeypatch):
+    """Kernels started together on a busy machine can collide on ports and die before their first
+    reply; the sweep starts such a run again (up to KERNEL_RETRIES times) instead of failing it."""
+    import subprocess as sp
+
+    from kit import sweep as sweep_module
+    calls = []
+
+    def flaky(cmd, **kwargs):
+        calls.append(cmd)
+        if len(calls) == 1:
+            return sp.CompletedProcess(cmd, 1, "", "RuntimeError: Kernel died before replying to kernel_info")
+        return sp.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(sweep_module.subprocess, "run", flaky)
+    result = sweep_module._execute(_probe_notebook(tmp_path), {"X": 2}, tmp_path / "out", threads=1, timeout=None)
+    assert result.status == "done" and len(calls) == 2
+    assert "the kernel did not start (attempt 1)" in (tmp_path / "out" / result.run / "papermill.log").read_text()
+    calls.clear()
+
+    def broken(cmd, **kwargs):                  # any other failure is the run's own: no retry
+        calls.append(cmd)
+        return sp.CompletedProcess(cmd, 1, "", "ValueError: boom")
+
+    monkeypatch.setattr(sweep_module.subprocess, "run", broken)
+    assert sweep_module._execute(_probe_notebook(tmp_path), {"X": 3}, tmp_path / "out", threads=1, timeout=None).status == "failed"
+    assert len(calls) == 1
+
+
 @pytest.mark.slow
 def test_a_numbered_notebook_sweeps(tmp_path):
     """A real notebook, two values at a time, through the command line (relative --out: the kernels
