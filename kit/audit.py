@@ -150,6 +150,32 @@ def knowledge(model, tokenizer, records, reference: pd.DataFrame | None = None,
     return out, items
 
 
+def _attacked(model, tokenizer, records, attacks: dict, retain: dict | None, batch_size: int) -> dict:
+    """{attack: (knowledge metrics, item table)} of `model` after each attack; `retain`: the
+    attacked retain model's item tables, which forget quality compares with (None: fq stays 1.0)."""
+    return {name: knowledge(attack(model) if attack else model, tokenizer, records,
+                            None if retain is None else retain[name], batch_size) for name, attack in attacks.items()}
+
+
+def _rows(name: str, results: dict, fq: bool) -> pd.DataFrame:
+    return pd.DataFrame([{"attack": a, "model": name, "metric": k, "value": v if fq or k != "fq" else float("nan")}
+                         for a, (values, _) in results.items() for k, v in values.items()])
+
+
+def retain_items(retain, tokenizer, records, attacks: dict, batch_size: int = 32) -> dict:
+    """{attack: the attacked retain model's item table on `records`}: what forget quality compares
+    an attacked model with, so that `audit_model` can score unlearned models one at a time."""
+    return {a: items for a, (_, items) in _attacked(as_model(retain), tokenizer, records, attacks, None, batch_size).items()}
+
+
+def audit_model(name: str, model, tokenizer, records, attacks: dict, retain: dict | None = None,
+                batch_size: int = 32) -> pd.DataFrame:
+    """`audit`'s rows for one model: every attack on it, then the knowledge metrics on `records`.
+    `retain` (from `retain_items`, same records and attacks) gives forget quality; without it `fq` is NaN.
+    A long audit can store each model's rows as they finish (notebook 12 does)."""
+    return _rows(name, _attacked(as_model(model), tokenizer, records, attacks, retain, batch_size), fq=retain is not None)
+
+
 def audit(models: dict, tokenizer, records, attacks: dict, batch_size: int = 32) -> pd.DataFrame:
     """Every attack on every model, then the knowledge metrics on `records`.
 
@@ -160,23 +186,18 @@ def audit(models: dict, tokenizer, records, attacks: dict, batch_size: int = 32)
             {"none": None, "relearn": relearner(tok, train_half, steps=10), "4-bit": quantizer(4)}.
     Returns:
         tidy DataFrame: attack, model, metric, value; `recovery(table)` turns it into scores.
+        Models one at a time: `retain_items` once, then `audit_model` for each.
     """
     if "target" not in models:
         raise AuditError("audit needs the target model beside the unlearned one(s): "
                          "models={'unlearned': ..., 'retain': ..., 'target': ...} ('retain' where one exists).")
     models = {name: as_model(m) for name, m in models.items()}
-    rows = []
-    for attack_name, attack in attacks.items():
-        attacked = {name: attack(m) if attack else m for name, m in models.items()}
-        base_items = None
-        if "retain" in attacked:
-            base, base_items = knowledge(attacked["retain"], tokenizer, records, batch_size=batch_size)
-        for name, m in attacked.items():
-            values = base if name == "retain" else knowledge(m, tokenizer, records, base_items, batch_size)[0]
-            if base_items is None:
-                values["fq"] = float("nan")                 # forget quality needs a retain model
-            rows += [{"attack": attack_name, "model": name, "metric": k, "value": v} for k, v in values.items()]
-    return pd.DataFrame(rows)
+    retain = _attacked(models["retain"], tokenizer, records, attacks, None, batch_size) if "retain" in models else None
+    items = None if retain is None else {a: it for a, (_, it) in retain.items()}
+    frames = [_rows(name, retain, fq=True) if name == "retain" else
+              _rows(name, _attacked(m, tokenizer, records, attacks, items, batch_size), fq=items is not None)
+              for name, m in models.items()]
+    return pd.concat(frames, ignore_index=True)
 
 
 def recovery(table: pd.DataFrame, baseline: str = "retain", min_gap: float = 1e-6) -> pd.DataFrame:

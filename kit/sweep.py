@@ -9,7 +9,7 @@ the notebook and its parameters. Each run is
 
 - resumable: a finished run's folder is kept and skipped on the next call; a run that failed or
   was stopped restarts in the folder of its earlier attempt, so the tables its notebook stored
-  as it went (kit.paths.stored_frame: notebook 11's runs, 12's replicates) are read back, not measured again;
+  as it went (kit.paths.stored_frame: notebook 11's runs, 12's audited models) are read back, not measured again;
 - atomic: the run writes into `<out>/.partial-<id>/` (its figures and `kit.record` numbers go
   there through $KIT_OUTPUT_DIR) and is renamed to `<out>/<id>/` only once it finished;
 - isolated: a failing run moves to `<out>/.failed/<id>/` and the others go on; the summary names

@@ -2,6 +2,7 @@
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -98,6 +99,12 @@ def test_recovery_is_zero_for_the_retain_model_and_one_for_the_target(random_mod
         (wide.loc[("8-bit", "nll"), "unlearned"] - lone.loc["nll", "unlearned"]) / (wide.loc[("8-bit", "nll"), "target"] - lone.loc["nll", "unlearned"]))
     with pytest.raises(AuditError, match="pass baseline='unlearned'"):
         audit.recovery(table[table.model != "retain"])
+    # one model at a time (what a long audit stores as it goes): the same rows as the joint audit
+    attacks = {"none": None, "8-bit": audit.quantizer(8)}
+    items = audit.retain_items(retain, tiny_tokenizer, FORGET[6:], attacks)
+    alone = audit.audit_model("unlearned", tmp_path / "run", tiny_tokenizer, FORGET[6:], attacks, retain=items)
+    pd.testing.assert_frame_equal(alone, table[table.model == "unlearned"].reset_index(drop=True))
+    assert audit.audit_model("unlearned", unlearned, tiny_tokenizer, FORGET[6:], {"none": None}).query("metric == 'fq'").value.isna().all()
 
 
 def test_relearn_effect_is_the_nll_gradient_dotted_with_the_held_out_risk_gradient(random_model, tiny_tokenizer):
