@@ -162,16 +162,28 @@ def _rows(name: str, results: dict, fq: bool) -> pd.DataFrame:
                          for a, (values, _) in results.items() for k, v in values.items()])
 
 
-def retain_items(retain, tokenizer, records, attacks: dict, batch_size: int = 32) -> dict:
-    """{attack: the attacked retain model's item table on `records`}: what forget quality compares
-    an attacked model with, so that `audit_model` can score unlearned models one at a time."""
-    return {a: items for a, (_, items) in _attacked(as_model(retain), tokenizer, records, attacks, None, batch_size).items()}
+def audit_references(models: dict, tokenizer, records, attacks: dict,
+                     batch_size: int = 32) -> tuple[pd.DataFrame, dict | None]:
+    """The references' part of `audit`: every attack on the target (and on the retain model, where
+    one exists), then the knowledge metrics on `records`. Returns their rows and the attacked
+    retain model's item tables ({attack: items}, None without a retain model), which `audit_model`
+    compares each unlearned model with for forget quality; each retain attack runs once."""
+    if "target" not in models or set(models) - {"target", "retain"}:
+        raise AuditError(f"audit_references takes the target and, where one exists, the retain model "
+                         f"(got {sorted(models)}): models={{'target': ..., 'retain': ...}}.")
+    retain = _attacked(as_model(models["retain"]), tokenizer, records, attacks, None, batch_size) if "retain" in models else None
+    items = None if retain is None else {a: it for a, (_, it) in retain.items()}
+    frames = [_rows(name, retain, fq=True) if name == "retain" else
+              audit_model(name, m, tokenizer, records, attacks, retain=items, batch_size=batch_size)
+              for name, m in models.items()]
+    return pd.concat(frames, ignore_index=True), items
 
 
 def audit_model(name: str, model, tokenizer, records, attacks: dict, retain: dict | None = None,
                 batch_size: int = 32) -> pd.DataFrame:
     """`audit`'s rows for one model: every attack on it, then the knowledge metrics on `records`.
-    `retain` (from `retain_items`, same records and attacks) gives forget quality; without it `fq` is NaN.
+    `retain` (the item tables from `audit_references`, same records and attacks) gives forget
+    quality; without it `fq` is NaN.
     A long audit can store each model's rows as they finish (notebook 12 does)."""
     return _rows(name, _attacked(as_model(model), tokenizer, records, attacks, retain, batch_size), fq=retain is not None)
 
@@ -186,16 +198,16 @@ def audit(models: dict, tokenizer, records, attacks: dict, batch_size: int = 32)
             {"none": None, "relearn": relearner(tok, train_half, steps=10), "4-bit": quantizer(4)}.
     Returns:
         tidy DataFrame: attack, model, metric, value; `recovery(table)` turns it into scores.
-        Models one at a time: `retain_items` once, then `audit_model` for each.
+        Models one at a time: `audit_references` once, then `audit_model` for each.
     """
     if "target" not in models:
         raise AuditError("audit needs the target model beside the unlearned one(s): "
                          "models={'unlearned': ..., 'retain': ..., 'target': ...} ('retain' where one exists).")
     models = {name: as_model(m) for name, m in models.items()}
-    retain = _attacked(models["retain"], tokenizer, records, attacks, None, batch_size) if "retain" in models else None
-    items = None if retain is None else {a: it for a, (_, it) in retain.items()}
-    frames = [_rows(name, retain, fq=True) if name == "retain" else
-              _rows(name, _attacked(m, tokenizer, records, attacks, items, batch_size), fq=items is not None)
+    references, items = audit_references({n: models[n] for n in ("target", "retain") if n in models}, tokenizer, records,
+                                         attacks, batch_size)
+    frames = [references[references.model == name] if name in ("target", "retain") else
+              audit_model(name, m, tokenizer, records, attacks, retain=items, batch_size=batch_size)
               for name, m in models.items()]
     return pd.concat(frames, ignore_index=True)
 

@@ -101,9 +101,14 @@ def test_recovery_is_zero_for_the_retain_model_and_one_for_the_target(random_mod
         audit.recovery(table[table.model != "retain"])
     # one model at a time (what a long audit stores as it goes): the same rows as the joint audit
     attacks = {"none": None, "8-bit": audit.quantizer(8)}
-    items = audit.retain_items(retain, tiny_tokenizer, FORGET[6:], attacks)
+    references, items = audit.audit_references({"retain": retain, "target": random_model}, tiny_tokenizer, FORGET[6:], attacks)
     alone = audit.audit_model("unlearned", tmp_path / "run", tiny_tokenizer, FORGET[6:], attacks, retain=items)
     pd.testing.assert_frame_equal(alone, table[table.model == "unlearned"].reset_index(drop=True))
+    joint = table[table.model.isin(["target", "retain"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(references, joint)
+    assert set(items) == set(attacks) and audit.audit_references({"target": random_model}, tiny_tokenizer, FORGET[6:], attacks)[1] is None
+    with pytest.raises(AuditError, match="takes the target"):
+        audit.audit_references({"retain": retain}, tiny_tokenizer, FORGET[6:], attacks)
     assert audit.audit_model("unlearned", unlearned, tiny_tokenizer, FORGET[6:], {"none": None}).query("metric == 'fq'").value.isna().all()
 
 
