@@ -127,9 +127,12 @@ def log_axis(axis, values) -> None:
         return
     axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
     lo, hi = values.min(), values.max()
+    axis.axes.autoscale_view()
+    shown = sorted(axis.get_view_interval())        # the ticks counted are those the axis will show
+    low, high = (shown if 0 < shown[0] <= lo and hi <= shown[1] else (lo / 1.15, hi * 1.15))
 
     def inside(ticks):
-        return [t for t in ticks if lo / 1.15 <= t <= hi * 1.15 and t > 0]
+        return [t for t in ticks if max(low, lo / 1.15) <= t <= min(high, hi * 1.15) and t > 0]
 
     decades = range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
     nice = inside(m * 10.0 ** k for k in decades for m in (1, 2, 3, 5))

@@ -58,7 +58,7 @@ def test_nll_axes_are_log_with_readable_ticks_at_any_range(figure):
     assert labels and all("10^" not in t for t in labels)   # plain numbers
 
 
-@pytest.mark.parametrize("span", [(2.3, 2.6), (3.5, 11.0), (4.0, 19.0), (0.1, 2.0), (0.02, 30.0)])
+@pytest.mark.parametrize("span", [(2.3, 2.6), (3.5, 11.0), (4.0, 19.0), (0.1, 2.0), (0.02, 30.0), (1.12, 4.311)])
 def test_log_axis_labels_at_least_three_ticks_at_any_span(figure, span):
     _, (ax, _) = figure
     ax.plot([1, 2], span)
