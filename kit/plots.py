@@ -116,6 +116,28 @@ def symlog(axes, values, axis: str = "y", decades: int = 3) -> None:
         ax.axhline(0, color="black", lw=0.8) if axis == "y" else ax.axvline(0, color="black", lw=0.8)
 
 
+def symlog_heatmap(grid, ax, cmap: str = "RdYlGn", label: str = "", decades: int = 3, fmt: str = ".3g"):
+    """A heat map of `grid` (a DataFrame) on a symmetric-log colour scale, its values written in.
+
+    The colours are linear within `decades` decades below the largest |value|; the colour bar is
+    labelled at 0 and at powers of 10 outside that band (at most four a side, no minor ticks), so
+    no labels crowd its middle. Returns the colour bar."""
+    import matplotlib.colors as mcolors
+    import seaborn as sns
+    v = np.abs(np.asarray(grid, dtype=float).ravel())
+    v = v[np.isfinite(v)]
+    top = float(v.max()) if v.size and v.max() > 0 else 1.0
+    linthresh = top / 10 ** decades
+    powers = [10.0 ** k for k in range(int(np.ceil(np.log10(linthresh) - 1e-9)), int(np.floor(np.log10(top) + 1e-9)) + 1)]
+    powers = powers[::-1][::-(-len(powers) // 4) or 1][::-1]          # thinned from the top: the largest is kept
+    ticks = [-p for p in reversed(powers)] + [0.0] + powers
+    norm = mcolors.SymLogNorm(linthresh=linthresh, vmin=-top, vmax=top)
+    sns.heatmap(grid, annot=True, fmt=fmt, cmap=cmap, norm=norm, ax=ax, cbar_kws={"label": label, "ticks": ticks})
+    bar = ax.collections[0].colorbar
+    bar.minorticks_off()
+    return bar
+
+
 def log_axis(axis, values) -> None:
     """A log scale on one axis (`ax.xaxis` or `ax.yaxis`), labelled in plain numbers whatever the
     range: up to two decades, 1, 2, 3 and 5 times each power of 10, or about five evenly spaced

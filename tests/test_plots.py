@@ -1,4 +1,6 @@
 """kit.plots: one colour per name in every notebook; shared symmetric-log axes; trade-off scales."""
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -77,3 +79,17 @@ def test_symlog_leaves_no_empty_decades_below_the_data(figure):
     ax.figure.canvas.draw()
     labelled = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and -0.5 <= t.get_position()[0] <= -0.15]
     assert len(labelled) >= 2, labelled                     # the data's own range carries labels
+
+
+@pytest.mark.parametrize("top", [9.5e6, 2.0, 0.03])
+def test_symlog_heatmap_labels_zero_and_powers_of_ten_outside_the_linear_band(figure, top):
+    import pandas as pd
+    _, (ax, _) = figure
+    bar = plots.symlog_heatmap(pd.DataFrame([[-top, 0.5 * top], [top / 7, 0.0]]), ax, label="e_u")
+    norm, ticks = bar.norm, list(bar.get_ticks())
+    assert norm.vmin == -top and norm.vmax == top and norm.linthresh == pytest.approx(top / 1000)
+    assert 0.0 in ticks and ticks == sorted(ticks) and ticks == [-t for t in reversed(ticks)]
+    outside = [t for t in ticks if t]
+    assert outside and all(norm.linthresh <= abs(t) <= top for t in outside) and len(outside) <= 8
+    assert max(outside) == pytest.approx(10 ** math.floor(math.log10(top)))     # the largest decade is labelled
+    assert not len(bar.ax.yaxis.get_minorticklocs())                           # nothing crowds the middle
