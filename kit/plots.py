@@ -43,8 +43,21 @@ def color(name: str) -> str:
 
 
 def palette(names) -> dict[str, str]:
-    """{name: colour} for seaborn's `palette=`."""
-    return {n: color(n) for n in dict.fromkeys(names)}
+    """{name: colour} for seaborn's `palette=`. Names that would share a colour ("npo",
+    "npo wagle", "npo lora": one objective under several selections) get shades of it, the first
+    its own colour, the next ones alternately darker and lighter, so a legend tells them apart."""
+    import matplotlib.colors as mcolors
+    out = {n: color(n) for n in dict.fromkeys(names)}
+    shared: dict[str, list] = {}
+    for n, c in out.items():
+        shared.setdefault(c, []).append(n)
+    for c, members in shared.items():
+        rgb = np.array(mcolors.to_rgb(c))
+        for i, n in enumerate(members[1:], 1):
+            amount = (0.3, 0.6, 0.15, 0.45, 0.75)[(i - 1) // 2 % 5]         # towards black or white
+            towards = np.zeros(3) if i % 2 else np.ones(3)                 # darker, lighter, darker, ...
+            out[n] = mcolors.to_hex(rgb + (towards - rgb) * amount)
+    return out
 
 
 def group_palette(groups) -> dict[str, str]:

@@ -93,3 +93,11 @@ def test_symlog_heatmap_labels_zero_and_powers_of_ten_outside_the_linear_band(fi
     assert outside and all(norm.linthresh <= abs(t) <= top for t in outside) and len(outside) <= 8
     assert max(outside) == pytest.approx(10 ** math.floor(math.log10(top)))     # the largest decade is labelled
     assert not len(bar.ax.yaxis.get_minorticklocs())                           # nothing crowds the middle
+
+
+def test_names_that_share_a_colour_get_distinct_shades_of_it():
+    names = ["gd"] + [f"gd {m}" for m in ("wagle", "magnitude", "random", "lora", "wanda", "gradient")] + ["npo", "npo lora"]
+    shades = plots.palette(names)
+    assert len(set(shades.values())) == len(names)                  # a legend tells every run apart
+    assert shades["gd"] == plots.color("gd") and shades["npo"] == plots.color("npo")   # the first keeps its own colour
+    assert plots.palette(["ga", "npo", "gd"]) == {n: plots.color(n) for n in ("ga", "npo", "gd")}
