@@ -146,7 +146,7 @@ def symlog_heatmap(grid, ax, cmap: str = "RdYlGn", label: str = "", decades: int
     ticks = [-p for p in reversed(powers)] + [0.0] + powers
     norm = mcolors.SymLogNorm(linthresh=linthresh, vmin=-top, vmax=top)
     sns.heatmap(grid, annot=True, fmt=fmt, cmap=cmap, norm=norm, ax=ax, cbar_kws={"label": label, "ticks": ticks})
-    bar = ax.collections[0].colorbar
+    bar = ax.collections[-1].colorbar           # the heat map just drawn
     bar.minorticks_off()
     return bar
 
