@@ -187,7 +187,8 @@ def _execute(notebook: Path, params: dict, out: Path, threads: int, timeout: flo
         log += proc.stdout + proc.stderr
         if proc.returncode == 0 or not any(m in proc.stderr for m in KERNEL_START_FAILED):
             break
-        log += f"\n[kit sweep] the kernel did not start (attempt {attempt + 1}); starting the run again\n"
+        again = "starting the run again" if attempt < KERNEL_RETRIES else "giving up"
+        log += f"\n[kit sweep] the kernel did not start (attempt {attempt + 1}); {again}\n"
     seconds = time.perf_counter() - start
     (partial / "papermill.log").write_text(log)
     status = {"notebook": notebook.name, "params": params, "seconds": round(seconds, 2)}
