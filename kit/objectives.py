@@ -346,6 +346,17 @@ _RMU = {"phi-1.5": {"layer": 9, "coeff": 4.0}, "llama-2-7b": {"layer": 21, "coef
         "tiny": {"layer": 2, "coeff": 20.0}}
 
 
+def paper_keys(name: str) -> set:
+    """The hyperparameters the papers' settings of `name` fix: what a caller gives where none is published.
+
+    Example: `paper_keys("rmu")` -> {"layer", "coeff"}.
+    """
+    key = name.lower()
+    get(key)   # unknown names raise with the registry
+    table = {"rmu": _RMU, "rmu_wmdp": _RMU_WMDP}.get(key) or _PAPER[key]
+    return set().union(*(set(v) for v in table.values()))
+
+
 def paper_hparams(name: str, split: str = "forget10", model: str = "phi-1.5") -> dict:
     """The hyperparameters the papers use for `name` on a TOFU forget split (and model, for RMU).
 
@@ -356,7 +367,9 @@ def paper_hparams(name: str, split: str = "forget10", model: str = "phi-1.5") ->
     if key in ("rmu", "rmu_wmdp"):
         table = _RMU if key == "rmu" else _RMU_WMDP
         if model not in table:
-            raise ObjectiveError(f"No paper {key} setting for model {model!r}: known {', '.join(table)}.")
+            raise ObjectiveError(f"No paper {key} setting for model {model!r}: known {', '.join(table)}. Give the "
+                                 f"block and coefficient yourself: UnlearnConfig.paper({key!r}, ..., "
+                                 f"hparams={{'layer': 10, 'coeff': 100.0}}) (`HPARAMS` in the notebooks).")
         return dict(table[model])
     table = _PAPER[key]
     if "*" in table:

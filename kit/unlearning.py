@@ -73,7 +73,14 @@ class UnlearnConfig:
                 raise objectives.ObjectiveError(f"Unknown regularizer {reg!r} in {name!r}: write "
                                                 f"'{stem}+nll' or '{stem}+kl'.")
             regularizer = reg
-        hparams = {**objectives.paper_hparams(objective, split, model), **overrides.pop("hparams", {})}
+        given = overrides.pop("hparams", {})
+        try:
+            paper = objectives.paper_hparams(objective, split, model)
+        except objectives.ObjectiveError:
+            if not objectives.paper_keys(objective) <= set(given):   # none published here, and none given in full
+                raise
+            paper = {}
+        hparams = {**paper, **given}
         base = {"objective": objective, "regularizer": regularizer, "hparams": hparams,
                 "lr": DEFAULT_LR.get(model, 2e-5), **RECIPES.get((objective, model), {})}
         return cls(**{**base, **overrides})

@@ -112,6 +112,17 @@ def test_paper_configs_by_name():
         UnlearnConfig.paper("npo+l2")
 
 
+def test_paper_config_without_a_published_setting_takes_the_callers():
+    """RMU has no published block and coefficient for SmolLM2: the error says how to give them, and given in full they are used."""
+    with pytest.raises(objectives.ObjectiveError, match="No paper rmu setting for model 'smollm2-135m'.*hparams="):
+        UnlearnConfig.paper("rmu", "forget", "smollm2-135m")
+    with pytest.raises(objectives.ObjectiveError, match="No paper rmu setting"):        # a coefficient alone is not enough
+        UnlearnConfig.paper("rmu", "forget", "smollm2-135m", hparams={"coeff": 100.0})
+    c = UnlearnConfig.paper("rmu", "forget", "smollm2-135m", hparams={"layer": 20, "coeff": 100.0})
+    assert (c.objective, c.hparams, c.lr) == ("rmu", {"layer": 20, "coeff": 100.0}, 1e-5)
+    assert objectives.paper_keys("rmu") == {"layer", "coeff"} and objectives.paper_keys("wtnpo") == {"alpha", "beta"}
+
+
 def test_same_seed_gives_the_same_run_g_effects_and_metrics(tiny_tokenizer, tmp_path, new_random_model):
     """Determinism: two runs from the same seed agree bit for bit (weights, G-effects, scores)."""
     from kit import geffect
