@@ -221,7 +221,9 @@ def recovery(table: pd.DataFrame, baseline: str = "retain", min_gap: float = 1e-
             knew) or "unlearned" (base = each unlearned model before any attack: the share of
             what unlearning removed that comes back; for pretrained knowledge, which has no
             retain model; needs the attack "none" in the table).
-        min_gap: NaN where the target and the base differ by less (the metric cannot tell them apart).
+        min_gap: NaN where the target does not exceed the base by this much: there the scale from
+            "knows no more than the base" to "knows like the target" does not exist (the metric cannot
+            tell them apart, unlearning removed nothing, or an attack left the target below the base).
     """
     wide = table[table.metric.isin(ORIENTED)].pivot_table(index=["attack", "metric"], columns="model", values="value", sort=False)
     if baseline not in ("retain", "unlearned"):
@@ -238,6 +240,6 @@ def recovery(table: pd.DataFrame, baseline: str = "retain", min_gap: float = 1e-
         else:
             base = wide.xs("none", level="attack")[name].reindex(wide.index, level="metric")
         gap = wide["target"] - base
-        score = (wide[name] - base) / gap.where(gap.abs() >= min_gap)
+        score = (wide[name] - base) / gap.where(gap >= min_gap)
         rows.append(score.rename("recovery").reset_index().assign(model=name))
     return pd.concat(rows, ignore_index=True)[["attack", "model", "metric", "recovery"]]

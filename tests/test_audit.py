@@ -81,22 +81,28 @@ def test_recovery_is_zero_for_the_retain_model_and_one_for_the_target(random_mod
     assert set(table.metric) == set(audit.METRICS) and np.isfinite(table.value).all()
     scores = audit.recovery(table)
     by = scores.set_index(["model", "attack", "metric"]).recovery
+    wide = table.pivot_table(index=["attack", "metric"], columns="model", values="value")
+    gap = wide.target - wide.retain       # two random models: either may know more, metric by metric
     for attack in ("none", "8-bit"):
         for metric in ("nll", "truth"):
-            assert by["retain", attack, metric] == 0 and by["target", attack, metric] == pytest.approx(1)
-    wide = table.pivot_table(index=["attack", "metric"], columns="model", values="value")
-    expected = (wide.unlearned - wide.retain) / (wide.target - wide.retain)
-    assert by["unlearned", "none", "nll"] == pytest.approx(expected["none", "nll"])
+            if gap[attack, metric] >= 1e-6:
+                assert by["retain", attack, metric] == 0 and by["target", attack, metric] == pytest.approx(1)
+            else:                         # no scale from the retain model up to the target
+                assert np.isnan(by["retain", attack, metric]) and np.isnan(by["target", attack, metric])
+    expected = (wide.unlearned - wide.retain) / gap.where(gap >= 1e-6)
+    assert by["unlearned", "none", "nll"] == pytest.approx(expected["none", "nll"], nan_ok=True)
     assert (table[(table.model == "retain") & (table.metric == "fq")].value == 1).all()   # fq is measured against it
     assert set(scores.metric) == set(audit.ORIENTED)                                    # fq has no direction: no score
     with pytest.raises(AuditError, match="needs the target model"):
         audit.audit({"unlearned": unlearned, "retain": retain}, tiny_tokenizer, FORGET, {"none": None})
     # without a retain model: the share of what unlearning removed that comes back
     removed = audit.recovery(table[table.model != "retain"], baseline="unlearned").set_index(["model", "attack", "metric"]).recovery
-    assert removed["unlearned", "none", "nll"] == 0 and "target" not in removed.index.get_level_values("model")
+    assert "target" not in removed.index.get_level_values("model")
     lone = wide.xs("none")
-    assert removed["unlearned", "8-bit", "nll"] == pytest.approx(
-        (wide.loc[("8-bit", "nll"), "unlearned"] - lone.loc["nll", "unlearned"]) / (wide.loc[("8-bit", "nll"), "target"] - lone.loc["nll", "unlearned"]))
+    for attack in ("none", "8-bit"):      # the share of the removed NLL that returns, where the target is above the base
+        removed_gap = wide.loc[(attack, "nll"), "target"] - lone.loc["nll", "unlearned"]
+        share = (wide.loc[(attack, "nll"), "unlearned"] - lone.loc["nll", "unlearned"]) / removed_gap if removed_gap >= 1e-6 else np.nan
+        assert removed["unlearned", attack, "nll"] == pytest.approx(share, nan_ok=True)
     with pytest.raises(AuditError, match="pass baseline='unlearned'"):
         audit.recovery(table[table.model != "retain"])
     # one model at a time (what a long audit stores as it goes): the same rows as the joint audit
@@ -119,3 +125,21 @@ def test_relearn_effect_is_the_nll_gradient_dotted_with_the_held_out_risk_gradie
     g = geffect.g_effect(random_model, tiny_tokenizer, "ga", relearn, held, regularizer="nll", reg_retain=relearn)
     nll = g[g.component.str.startswith("nll") & (g.group == "total")].e_r.item()   # the NLL loss's own component
     assert e == pytest.approx(nll, rel=1e-5)
+
+
+def test_recovery_is_undefined_where_the_target_does_not_exceed_the_base():
+    """The score's scale runs from the base to the target: where the base knows as much (unlearning
+    removed nothing) or more (an attack damaged the target below it), the score is NaN, not a ratio
+    with a negative denominator."""
+    rows = [("none", "target", -1.0), ("none", "removed", -3.0), ("none", "kept", -0.8),
+            ("4-bit", "target", -4.0), ("4-bit", "removed", -3.5), ("4-bit", "kept", -0.9)]
+    table = pd.DataFrame([{"attack": a, "model": m, "metric": "nll", "value": v} for a, m, v in rows])
+    by = audit.recovery(table, baseline="unlearned").set_index(["model", "attack"]).recovery
+    assert by["removed", "none"] == 0 and np.isnan(by["kept", "none"])   # "kept": unlearning made the answers likelier
+    assert np.isnan(by["removed", "4-bit"]) and np.isnan(by["kept", "4-bit"])   # the rounded target fell below both
+    table.loc[(table.attack == "4-bit") & (table.model == "target"), "value"] = -2.0
+    assert audit.recovery(table, baseline="unlearned").set_index(["model", "attack"]).recovery["removed", "4-bit"] == pytest.approx(-0.5)
+    table = pd.concat([table, pd.DataFrame([{"attack": a, "model": "retain", "metric": "nll", "value": -3.0} for a in ("none", "4-bit")])])
+    by = audit.recovery(table).set_index(["model", "attack"]).recovery
+    assert (by["retain", "none"], by["target", "none"], by["removed", "none"]) == (0, 1, 0)
+    assert (by["retain", "4-bit"], by["target", "4-bit"]) == (0, 1) and by["kept", "none"] == pytest.approx(1.1)
