@@ -367,9 +367,10 @@ def paper_hparams(name: str, split: str = "forget10", model: str = "phi-1.5") ->
     if key in ("rmu", "rmu_wmdp"):
         table = _RMU if key == "rmu" else _RMU_WMDP
         if model not in table:
-            raise ObjectiveError(f"No paper {key} setting for model {model!r}: known {', '.join(table)}. Give the "
-                                 f"block and coefficient yourself: UnlearnConfig.paper({key!r}, ..., "
-                                 f"hparams={{'layer': 10, 'coeff': 100.0}}) (`HPARAMS` in the notebooks).")
+            example = next(iter(table.values()))
+            raise ObjectiveError(f"No paper {key} setting for model {model!r}: known {', '.join(table)}. Give one "
+                                 f"yourself, every key of {', '.join(example)}: UnlearnConfig.paper({key!r}, ..., "
+                                 f"hparams={example}) with this model's values (notebook 12: `HPARAMS`).")
         return dict(table[model])
     table = _PAPER[key]
     if "*" in table:
