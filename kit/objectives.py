@@ -346,6 +346,11 @@ _RMU = {"phi-1.5": {"layer": 9, "coeff": 4.0}, "llama-2-7b": {"layer": 21, "coef
         "tiny": {"layer": 2, "coeff": 20.0}}
 
 
+def _settings(key: str) -> dict:
+    """The published settings of objective `key`: by model for RMU, by split (or "*") otherwise."""
+    return {"rmu": _RMU, "rmu_wmdp": _RMU_WMDP}.get(key) or _PAPER[key]
+
+
 def paper_keys(name: str) -> set:
     """The hyperparameters the papers' settings of `name` fix: what a caller gives where none is published.
 
@@ -353,8 +358,7 @@ def paper_keys(name: str) -> set:
     """
     key = name.lower()
     get(key)   # unknown names raise with the registry
-    table = {"rmu": _RMU, "rmu_wmdp": _RMU_WMDP}.get(key) or _PAPER[key]
-    return set().union(*(set(v) for v in table.values()))
+    return set().union(*(set(v) for v in _settings(key).values()))
 
 
 def paper_hparams(name: str, split: str = "forget10", model: str = "phi-1.5") -> dict:
@@ -364,15 +368,14 @@ def paper_hparams(name: str, split: str = "forget10", model: str = "phi-1.5") ->
     """
     key = name.lower()
     get(key)   # unknown names raise with the registry
+    table = _settings(key)
     if key in ("rmu", "rmu_wmdp"):
-        table = _RMU if key == "rmu" else _RMU_WMDP
         if model not in table:
             example = next(iter(table.values()))
             raise ObjectiveError(f"No paper {key} setting for model {model!r}: known {', '.join(table)}. Give one "
                                  f"yourself, every key of {', '.join(example)}: UnlearnConfig.paper({key!r}, ..., "
                                  f"hparams={example}) with this model's values (notebook 12: `HPARAMS`).")
         return dict(table[model])
-    table = _PAPER[key]
     if "*" in table:
         return dict(table["*"])
     if split not in table:
